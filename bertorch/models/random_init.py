@@ -1,0 +1,40 @@
+"""Build a randomly initialised BERT with a character vocabulary taken from the data.
+
+Used by the tests, the benchmarks and the QUICK reproduction mode, where no pretrained model can be
+downloaded; also useful for training a small model from scratch.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Iterable
+
+from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_char_vocab(texts: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> list[str]:
+    """Special tokens followed by the characters of ``texts`` (lower-cased), most frequent first."""
+    counts = Counter(ch.lower() for text in texts for ch in text if not ch.isspace())
+    chars = [ch for ch, n in counts.most_common(max_size) if n >= min_freq and ch not in SPECIAL_TOKENS]
+    return SPECIAL_TOKENS + chars
+
+
+def make_random_bert(output_dir: str, vocab: list[str], hidden_size: int = 32, num_layers: int = 2,
+                     num_heads: int = 2, intermediate_size: int = 64, seed: int = 0, **config_kwargs) -> str:
+    """Write a random ``BertModel`` + tokenizer directory that ``from_pretrained`` loads."""
+    import torch
+
+    os.makedirs(output_dir, exist_ok=True)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                        max_position_embeddings=config_kwargs.pop("max_position_embeddings", 512),
+                        **config_kwargs)
+    torch.manual_seed(seed)
+    # Saved as a masked-LM so every head built on top reports only its own fresh weights.
+    BertForMaskedLM(config).save_pretrained(output_dir)
+    with open(os.path.join(output_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.writelines(token + "\n" for token in vocab)
+    BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True).save_pretrained(output_dir)
+    return output_dir
