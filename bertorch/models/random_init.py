@@ -9,7 +9,7 @@ import os
 from collections import Counter
 from typing import Iterable
 
-from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+from transformers import BertConfig, BertModel, BertTokenizer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -32,8 +32,8 @@ def make_random_bert(output_dir: str, vocab: list[str], hidden_size: int = 32, n
                         max_position_embeddings=config_kwargs.pop("max_position_embeddings", 512),
                         **config_kwargs)
     torch.manual_seed(seed)
-    # Saved as a masked-LM so every head built on top reports only its own fresh weights.
-    BertForMaskedLM(config).save_pretrained(output_dir)
+    # A bare encoder (with pooler): every head built on top reports only its own weights as new.
+    BertModel(config).save_pretrained(output_dir)
     with open(os.path.join(output_dir, "vocab.txt"), "w", encoding="utf-8") as f:
         f.writelines(token + "\n" for token in vocab)
     BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True).save_pretrained(output_dir)

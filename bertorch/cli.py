@@ -1,0 +1,176 @@
+"""Command-line flags shared by every entry script, defined once, and `run(Task, argv)`.
+
+Flag names are the original bertorch ones; HuggingFace spellings are accepted as aliases. Rank and
+world size come from the launcher's environment; `--local_rank`/`--local-rank` (passed by the legacy
+`torch.distributed.launch`) are accepted and checked against it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+from typing import Sequence
+
+import numpy as np
+import torch
+from loguru import logger
+
+from bertorch import distributed as D
+from bertorch.adversarial import ADVERSARIAL_METHODS
+from bertorch.data.readers import DataError
+from bertorch.logging import setup_logging
+from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
+from bertorch.models.base import ModelError
+from bertorch.optim import SCHEDULERS
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--pretrained_model_name_or_path", "--model_name_or_path", default="bert-base-chinese",
+                   help="local directory or hub name of a BERT-family model (class chosen from config.model_type)")
+    g.add_argument("--init_from_ckpt", default=None,
+                   help="warm-start weights from a saved model directory or weights file")
+    g.add_argument("--max_seq_length", type=int, default=128, help="maximum tokens per input (<= 512)")
+    g.add_argument("--dropout_rate", type=float, default=None,
+                   help="dropout before the task head (default: the model config's)")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument("--train_data_file", required=True, help="training data file")
+    g.add_argument("--dev_data_file", default=None, help="dev data file, evaluated every --eval_steps")
+    g.add_argument("--data_dir", default=None,
+                   help="where relative data paths are looked up (also $BERTORCH_DATA_DIR; then ./data, "
+                        "../shared/data)")
+    g.add_argument("--group_by_length", action=argparse.BooleanOptionalAction, default=True,
+                   help="batch examples of similar length together (fewer pad tokens; epochs stay shuffled)")
+    g.add_argument("--pad_to_max_length", action="store_true",
+                   help="pad every batch to --max_seq_length (slower; for comparisons only)")
+    g.add_argument("--num_workers", type=int, default=0, help="data-loader worker processes")
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("training")
+    g.add_argument("--batch_size", "--per_device_train_batch_size", type=int, default=32,
+                   help="examples per device per micro-batch")
+    g.add_argument("--eval_batch_size", type=int, default=None, help="dev batch size (default: --batch_size)")
+    g.add_argument("--epochs", "--num_train_epochs", type=int, default=3, help="training epochs")
+    g.add_argument("--max_steps", "--max_train_steps", type=int, default=-1,
+                   help="optimisation steps; overrides --epochs when > 0")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimiser step")
+    g.add_argument("--learning_rate", type=float, default=5e-5, help="peak learning rate")
+    g.add_argument("--scheduler", "--lr_scheduler_type", choices=SCHEDULERS, default="linear",
+                   help="learning-rate schedule (transformers' get_scheduler)")
+    g.add_argument("--warmup_proportion", type=float, default=0.0, help="fraction of steps for linear warm-up")
+    g.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases/LayerNorm)")
+    g.add_argument("--layerwise_lr_decay", type=float, default=1.0,
+                   help="multiply the LR by this per layer going down from the head (1 = off)")
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm (0 = off)")
+    g.add_argument("--seed", type=int, default=1000, help="random seed")
+    g.add_argument("--fp16", action="store_true", help="float16 autocast + loss scaling (CUDA only)")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA, or CPUs with bf16 support)")
+    g.add_argument("--loss_type", choices=LOSS_TYPES + tuple(LOSS_ALIASES), default="cross_entropy",
+                   help="hard-label loss")
+    g.add_argument("--label_smoothing", type=float, default=0.1, help="smoothing for --loss_type label_smoothing")
+    g.add_argument("--focal_gamma", type=float, default=2.0, help="gamma of --loss_type focal")
+    g.add_argument("--focal_alpha", type=float, nargs="+", default=None,
+                   help="per-label weights of --loss_type focal, one per label in labels.txt order")
+    g.add_argument("--adversarial", choices=ADVERSARIAL_METHODS, default=None,
+                   help="adversarial training on the word embeddings")
+    g.add_argument("--adv_epsilon", type=float, default=1.0, help="perturbation norm (FGM) / radius (PGD)")
+    g.add_argument("--adv_alpha", type=float, default=0.3, help="PGD step size")
+    g.add_argument("--adv_steps", type=int, default=3, help="PGD steps")
+    g.add_argument("--find_unused_parameters", action="store_true", help="DDP find_unused_parameters")
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("output and logging")
+    g.add_argument("--saved_dir", "--output_dir", default="./checkpoint", help="where models and logs go")
+    g.add_argument("--overwrite_output_dir", action="store_true", help="allow writing into a non-empty --saved_dir")
+    g.add_argument("--logging_steps", type=int, default=20, help="log every N optimisation steps")
+    g.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: --save_steps)")
+    g.add_argument("--save_steps", type=int, default=100, help="write checkpoint-<step>/ every N steps (0 = never)")
+    g.add_argument("--save_total_limit", type=int, default=2, help="checkpoints kept (0 = all)")
+    g.add_argument("--save_best_model", action="store_true", help="keep the best dev model in <saved_dir>/best")
+    g.add_argument("--resume_from_checkpoint", default=None,
+                   help="a checkpoint-<step> directory, or 'latest' for the newest in --saved_dir")
+    g.add_argument("--no_cuda", action="store_true", help="train on CPU even if a GPU is present")
+    # Passed by the legacy `python -m torch.distributed.launch`; the environment is authoritative.
+    g.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def build_parser(task_cls, description: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=_Formatter)
+    add_model_args(parser)
+    add_data_args(parser)
+    add_training_args(parser)
+    add_output_args(parser)
+    task_cls.add_args(parser)
+    return parser
+
+
+def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Flag combinations that cannot work are refused before any data or model is loaded."""
+    if args.fp16 and args.bf16:
+        parser.error("--fp16 and --bf16 are exclusive")
+    if args.fp16 and (args.no_cuda or not torch.cuda.is_available()):
+        parser.error("--fp16 needs a CUDA GPU; on CPU use --bf16 or fp32 (the default)")
+    for name in ("batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.max_steps <= 0 and args.epochs < 1:
+        parser.error("give --epochs >= 1 or --max_steps > 0")
+    if not 1 <= args.max_seq_length <= 4096:
+        parser.error(f"--max_seq_length must be in [1, 4096], got {args.max_seq_length}")
+    args.eval_batch_size = args.eval_batch_size or args.batch_size
+    if args.eval_steps is None:
+        args.eval_steps = args.save_steps
+    env_local = os.environ.get("LOCAL_RANK")
+    if args.local_rank is not None and env_local is not None and int(env_local) != args.local_rank:
+        parser.error(f"--local_rank {args.local_rank} disagrees with LOCAL_RANK={env_local} from the launcher")
+
+
+def check_output_dir(args: argparse.Namespace) -> None:
+    if args.resume_from_checkpoint or args.overwrite_output_dir or not os.path.isdir(args.saved_dir):
+        return
+    if os.listdir(args.saved_dir):
+        raise SystemExit(f"error: --saved_dir {args.saved_dir} already exists and is not empty; pass "
+                         f"--overwrite_output_dir to write into it, or --resume_from_checkpoint latest")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(task_cls, argv: Sequence[str] | None = None, description: str | None = None) -> dict:
+    """Parse flags, set up distribution, let the task build data and model, train, and clean up."""
+    from bertorch.trainer import Trainer, TrainingDiverged
+
+    parser = build_parser(task_cls, description)
+    args = parser.parse_args(argv)
+    validate_args(args, parser)
+    env = D.setup(no_cuda=args.no_cuda)
+    setup_logging(env.is_main)
+    try:
+        check_output_dir(args)
+        set_seed(args.seed)
+        task = task_cls(args, env)
+        task.setup()
+        if env.is_main:
+            os.makedirs(args.saved_dir, exist_ok=True)
+            with open(os.path.join(args.saved_dir, "training_args.json"), "w", encoding="utf-8") as f:
+                json.dump(vars(args), f, indent=2, ensure_ascii=False)
+        return Trainer(task, args, env).train()
+    except (DataError, ModelError, TrainingDiverged, FileNotFoundError, ValueError) as e:
+        logger.error(str(e))
+        raise SystemExit(f"error: {e}") from None
+    finally:
+        D.teardown()
+

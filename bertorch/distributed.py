@@ -1,0 +1,135 @@
+"""Process-group set-up from the launcher's environment, and the collectives the tasks need.
+
+torchrun, `python -m torch.distributed.launch` and multi-node launches all export RANK, LOCAL_RANK and
+WORLD_SIZE; we read them there rather than from flags, so every launcher works the same way. A single
+process never initialises a process group, so `python run_x.py` needs no rendezvous.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def setup(no_cuda: bool = False) -> DistEnv:
+    """Read the launcher's environment, pick the device, and join the process group if there is one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    use_cuda = torch.cuda.is_available() and not no_cuda
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+        # Share the cores between the processes of this node instead of every process spawning one
+        # thread per core (oversubscription halves throughput). An explicit OMP_NUM_THREADS wins.
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(max(1, _available_cores() // local_world_size))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistEnv(rank, local_rank, world_size, local_world_size, device)
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank gets the list of every rank's `obj` (pickled by torch between our own processes)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a few floats over ranks (one collective for all of them)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sends each rank the gradient of its own slice.
+
+    Every rank computes the same loss over the gathered tensor, so the gradient that reaches rank r's
+    slice is the sum over ranks of d(loss_k)/d(slice_r); DDP then averages parameter gradients over
+    ranks, which turns that sum into the gradient of the mean loss, exactly as one process would get.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        world = dist.get_world_size()
+        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world)]
+        dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device))
+        sizes_list = [int(s.item()) for s in sizes]
+        max_size = max(sizes_list)
+        padded = tensor.new_zeros((max_size, *tensor.shape[1:]))
+        padded[: tensor.shape[0]] = tensor
+        chunks = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(chunks, padded.contiguous())
+        ctx.sizes = sizes_list
+        ctx.rank = dist.get_rank()
+        return torch.cat([c[:n] for c, n in zip(chunks, sizes_list)], dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start: start + ctx.sizes[ctx.rank]]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate `tensor` (N_r, ...) from all ranks; returns it and this rank's row offset."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor, 0
+    gathered = _AllGatherWithGrad.apply(tensor)
+    sizes = gather_objects(tensor.shape[0])
+    return gathered, sum(sizes[: dist.get_rank()])

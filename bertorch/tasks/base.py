@@ -1,0 +1,94 @@
+"""What a task plugs into the shared CLI and trainer.
+
+A task adds its own flags, reads and tokenises its data once, builds its model (loss in forward), turns
+a batch into per-example predictions, and computes its metrics from the predictions of the whole dev
+set (gathered from every rank, in file order). Everything else -- DDP, schedules, accumulation, AMP,
+adversarial training, logging, checkpoints -- is the trainer's.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Sequence
+
+import torch
+from transformers import AutoTokenizer
+
+from bertorch.data.batching import collate_encodings
+from bertorch.data.readers import resolve_path
+from bertorch.distributed import DistEnv
+from bertorch.models.base import ModelError, TaskModel
+
+
+class Task:
+    name = "task"
+    metric_for_best = "accuracy"
+    greater_is_better = True
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        """Add this task's own flag group."""
+
+    def __init__(self, args: argparse.Namespace, env: DistEnv):
+        self.args, self.env = args, env
+        self.tokenizer = None
+        self.train_features: list[dict] = []
+        self.eval_features: list[dict] = []
+        self.model: TaskModel | None = None
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Read data, tokenise it once, build the model. Fills the attributes above."""
+        raise NotImplementedError
+
+    def data_path(self, path: str | None) -> str | None:
+        return None if path is None else resolve_path(path, getattr(self.args, "data_dir", None))
+
+    def load_tokenizer(self, name_or_path: str):
+        try:
+            return AutoTokenizer.from_pretrained(name_or_path)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{name_or_path!r}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+
+    def init_weights(self, model: TaskModel) -> None:
+        """--init_from_ckpt: warm-start from a saved directory or weights file (missing keys are logged)."""
+        path = getattr(self.args, "init_from_ckpt", None)
+        if not path:
+            return
+        if not os.path.exists(path):
+            raise ModelError(f"--init_from_ckpt {path!r}: no such file or directory")
+        from loguru import logger
+        missing = model.load_weights(path, strict=False)
+        logger.info(f"warm-started from {path}" + (f"; newly initialised: {missing}" if missing else ""))
+
+    # -- batches --------------------------------------------------------------------------------------
+    def collate(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        batch = collate_encodings(features, self.tokenizer.pad_token_id, self.pad_to())
+        if "label" in features[0]:
+            batch["labels"] = torch.tensor([f["label"] for f in features])
+        return batch
+
+    def pad_to(self) -> int | None:
+        """Pad every batch to max_seq_length instead of its longest example (benchmark baseline only)."""
+        return self.args.max_seq_length if getattr(self.args, "pad_to_max_length", False) else None
+
+    def train_stats(self, batch: dict, output: Any) -> dict[str, tuple[torch.Tensor, float]]:
+        """Running training metrics for the log line, as (numerator, denominator) pairs."""
+        return {}
+
+    def predict(self, model: TaskModel, batch: dict, output: Any) -> list:
+        """Per-example predictions for one eval batch (model is unwrapped, in eval mode)."""
+        raise NotImplementedError
+
+    def compute_metrics(self, predictions: list) -> dict[str, float]:
+        """Metrics of the whole dev set; predictions[i] belongs to eval_features[i]."""
+        raise NotImplementedError
+
+    # -- model ----------------------------------------------------------------------------------------
+    def lr_overrides(self) -> dict[str, float]:
+        """Parameter-name prefix -> learning rate, e.g. a larger LR for a CRF layer."""
+        return {}
+
+    def save(self, model: TaskModel, directory: str) -> None:
+        model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)

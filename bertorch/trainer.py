@@ -1,0 +1,295 @@
+"""The one training loop every task uses.
+
+DDP (gloo on CPU, nccl on CUDA), gradient accumulation with a last partial window, AMP, clipping,
+transformers schedulers, adversarial training, evaluation on all ranks with gathered predictions,
+best/last/periodic checkpoints, exact resume. The task supplies data, model and metrics.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from loguru import logger
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from bertorch import checkpoint as ckpt
+from bertorch import distributed as D
+from bertorch.adversarial import build_adversary
+from bertorch.data.batching import TrainBatchSampler, eval_shard
+from bertorch.logging import MetricsWriter, format_metrics, plot_curves, progress_bar
+from bertorch.optim import build_optimizer, build_param_groups, build_scheduler
+from bertorch.tasks.base import Task
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainState:
+    global_step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    best_metric: float | None = None
+    best_step: int | None = None
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, task: Task, args, env: D.DistEnv):
+        self.task, self.args, self.env = task, args, env
+        self.output_dir = args.saved_dir
+        self.model = task.model.to(env.device)
+        self.raw_model = self.model
+        self.sampler = TrainBatchSampler([len(f["input_ids"]) for f in task.train_features], args.batch_size,
+                                         env.rank, env.world_size, args.seed, args.group_by_length)
+        self.accum = args.gradient_accumulation_steps
+        self.steps_per_epoch = math.ceil(len(self.sampler) / self.accum)
+        self.total_steps = args.max_steps if args.max_steps > 0 else self.steps_per_epoch * args.epochs
+        num_layers = getattr(self.raw_model.backbone.config, "num_hidden_layers", 0)
+        groups = build_param_groups(self.raw_model, args.learning_rate, args.weight_decay,
+                                    args.layerwise_lr_decay, num_layers, task.lr_overrides())
+        self.optimizer = build_optimizer(groups, args.learning_rate)
+        self.scheduler = build_scheduler(args.scheduler, self.optimizer, self.total_steps, args.warmup_proportion)
+        self.amp_dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
+        self.scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
+        self.adversary = build_adversary(args.adversarial, self.raw_model.backbone.get_input_embeddings(),
+                                         args.adv_epsilon, args.adv_alpha, args.adv_steps)
+        self.state = TrainState()
+        self.step_loss: torch.Tensor | None = None  # summed over the micro-batches of the current step
+        self.metrics = MetricsWriter(self.output_dir, env.is_main)
+        if env.is_distributed:
+            ids = [env.local_rank] if env.device.type == "cuda" else None
+            self.model = DDP(self.model, device_ids=ids, find_unused_parameters=args.find_unused_parameters)
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.env.device.type, dtype=self.amp_dtype)
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.env.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def backward(self, loss: torch.Tensor, sync: bool) -> None:
+        """Gradients are all-reduced only on the last backward of an optimisation step."""
+        context = self.model.no_sync() if isinstance(self.model, DDP) and not sync else contextlib.nullcontext()
+        with context:
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def banner(self) -> None:
+        a, e = self.args, self.env
+        logger.info(f"***** {self.task.name}: {len(self.task.train_features)} training examples, "
+                    f"{len(self.task.eval_features)} dev examples *****")
+        logger.info(f"per-device batch = {a.batch_size}, world size = {e.world_size}, accumulation = {self.accum}, "
+                    f"total batch = {a.batch_size * e.world_size * self.accum}")
+        logger.info(f"optimisation steps = {self.total_steps} ({self.steps_per_epoch} per epoch), "
+                    f"device = {e.device}, precision = {self.amp_dtype or torch.float32}, "
+                    f"threads per process = {torch.get_num_threads()}")
+
+    # -- training -------------------------------------------------------------------------------------
+    def train(self) -> dict:
+        args, state = self.args, self.state
+        if args.resume_from_checkpoint:
+            self.resume(ckpt.resolve_resume(args.resume_from_checkpoint, self.output_dir))
+        self.banner()
+        loader = DataLoader(self.task.train_features, batch_sampler=self.sampler, collate_fn=self.task.collate,
+                            num_workers=args.num_workers, pin_memory=self.env.device.type == "cuda")
+        bar = progress_bar(self.total_steps, state.global_step, self.env.is_main)
+        window = {"loss": [torch.zeros((), device=self.env.device), 0]}
+        tic, steps_at_tic = time.perf_counter(), state.global_step
+        self.model.train()
+        num_batches = len(self.sampler)
+        while state.global_step < self.total_steps:
+            self.sampler.set_epoch(state.epoch, state.batch_in_epoch)
+            for batch in loader:
+                b = state.batch_in_epoch
+                window_start = (b // self.accum) * self.accum
+                window_size = min(self.accum, num_batches - window_start)
+                last_micro = b + 1 == window_start + window_size
+                batch = self.to_device(batch)
+                self.train_micro_step(batch, window_size, last_micro, window)
+                state.batch_in_epoch += 1
+                if not last_micro:
+                    continue
+                self.optimizer_step()
+                bar.update(1)
+                if args.logging_steps > 0 and state.global_step % args.logging_steps == 0:
+                    speed = (state.global_step - steps_at_tic) / (time.perf_counter() - tic)
+                    self.log_train(window, speed)
+                    tic, steps_at_tic = time.perf_counter(), state.global_step
+                if args.eval_steps > 0 and state.global_step % args.eval_steps == 0:
+                    self.evaluate_and_keep_best()
+                if args.save_steps > 0 and state.global_step % args.save_steps == 0:
+                    self.save_checkpoint()
+                if state.global_step >= self.total_steps:
+                    break
+            else:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        bar.close()
+        return self.finish()
+
+    def train_micro_step(self, batch: dict, window_size: int, last_micro: bool, window: dict) -> None:
+        def forward_loss() -> torch.Tensor:
+            with self.autocast():
+                return self.model(**batch).loss / window_size
+
+        with self.autocast():
+            output = self.model(**batch)
+        loss = output.loss / window_size
+        self.backward(loss, sync=last_micro and self.adversary is None)
+        if self.adversary is not None:
+            params = [p for p in self.raw_model.parameters() if p.requires_grad]
+            self.adversary.step(forward_loss, lambda l, final: self.backward(l, sync=last_micro and final), params)
+        detached = loss.detach().float()
+        self.step_loss = detached if self.step_loss is None else self.step_loss + detached
+        window["loss"][0] += detached * window_size
+        window["loss"][1] += 1
+        for name, (num, den) in self.task.train_stats(batch, output).items():
+            acc = window.setdefault(name, [torch.zeros((), device=self.env.device), 0.0])
+            acc[0] += num.detach().float()
+            acc[1] += den
+
+    def optimizer_step(self) -> None:
+        # One host sync per optimisation step: a NaN/inf loss must stop us *before* it reaches the weights,
+        # so the last checkpoint stays the last good model.
+        step_loss, self.step_loss = self.step_loss.item(), None
+        if not math.isfinite(step_loss):
+            raise TrainingDiverged(f"loss is {step_loss} at optimisation step {self.state.global_step + 1}; "
+                                   f"training stopped, the last good checkpoint is kept. Try a lower "
+                                   f"--learning_rate, --max_grad_norm, or fp32.")
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.args.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.args.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.global_step += 1
+
+    def log_train(self, window: dict, speed: float) -> None:
+        names = list(window)
+        sums = D.all_reduce_sum([float(window[k][0]) for k in names] + [float(window[k][1]) for k in names],
+                                self.env.device)
+        values = {k: sums[i] / max(sums[i + len(names)], 1e-12) for i, k in enumerate(names)}
+        for k in names:
+            window[k] = [torch.zeros((), device=self.env.device), 0]
+        s = self.state
+        logger.info(f"global step: {s.global_step}, epoch: {s.epoch + 1}, batch: {s.batch_in_epoch}, "
+                    f"{format_metrics(values)}, speed: {speed:.2f} step/s")
+        self.metrics.write("train", s.global_step, {**values, "lr": self.scheduler.get_last_lr()[0],
+                                                    "speed": speed, "epoch": s.epoch + 1})
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Each rank predicts its own shard of the dev set; predictions are gathered back in file order."""
+        features = self.task.eval_features
+        if not features:
+            return {}
+        model = self.raw_model
+        model.eval()
+        shard = eval_shard([len(f["input_ids"]) for f in features], self.args.eval_batch_size,
+                           self.env.rank, self.env.world_size)
+        predictions, loss_sum, loss_count = [], 0.0, 0
+        for indices in shard:
+            batch = self.to_device(self.task.collate([features[i] for i in indices]))
+            with self.autocast():
+                output = model(**batch)
+            if getattr(output, "loss", None) is not None:
+                loss_sum += float(output.loss) * len(indices)
+                loss_count += len(indices)
+            predictions.extend(zip(indices, self.task.predict(model, batch, output)))
+        model.train()
+        ordered = [p for _, p in sorted(p for part in D.gather_objects(predictions) for p in part)]
+        loss_sum, loss_count = D.all_reduce_sum([loss_sum, loss_count], self.env.device)
+        metrics = self.task.compute_metrics(ordered)
+        if loss_count:
+            metrics = {"loss": loss_sum / loss_count, **metrics}
+        return metrics
+
+    def evaluate_and_keep_best(self) -> dict:
+        metrics = self.evaluate()
+        if not metrics:
+            return metrics
+        report = metrics.pop("report", None)
+        logger.info("eval " + format_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
+        if report:
+            logger.info("classification report:\n" + report)
+        self.metrics.write("eval", self.state.global_step, metrics)
+        self.state.history.append({"step": self.state.global_step, **metrics})
+        value = metrics.get(self.task.metric_for_best)
+        s = self.state
+        better = value is not None and (s.best_metric is None or (
+            value > s.best_metric if self.task.greater_is_better else value < s.best_metric))
+        if better:
+            s.best_metric, s.best_step = value, s.global_step
+            if self.args.save_best_model:
+                self.save_model(os.path.join(self.output_dir, "best"))
+                logger.info(f"new best {self.task.metric_for_best}: {value:.5f}, saved to "
+                            f"{os.path.join(self.output_dir, 'best')}")
+        return metrics
+
+    # -- saving ---------------------------------------------------------------------------------------
+    def save_model(self, directory: str, extra=None, into_existing: bool = False) -> None:
+        """Rank 0 writes (atomically); the others wait so nobody reads a directory being written."""
+        if self.env.is_main:
+            def write(tmp: str) -> None:
+                self.task.save(self.raw_model, tmp)
+                if extra:
+                    extra(tmp)
+            (ckpt.save_into if into_existing else ckpt.save_directory)(directory, write)
+        D.barrier()
+
+    def save_checkpoint(self) -> None:
+        directory = os.path.join(self.output_dir, f"checkpoint-{self.state.global_step}")
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict() if self.scaler else {}, "rng": ckpt.rng_state(),
+                 "trainer": {k: v for k, v in vars(self.state).items() if k != "history"},
+                 "history": json.dumps(self.state.history)}
+        self.save_model(directory, extra=lambda tmp: ckpt.save_training_state(tmp, state))
+        if self.env.is_main:
+            ckpt.rotate_checkpoints(self.output_dir, self.args.save_total_limit)
+        logger.info(f"saved checkpoint {directory}")
+
+    def resume(self, directory: str) -> None:
+        state = ckpt.load_training_state(directory)
+        self.raw_model.load_weights(directory, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        for key, value in state["trainer"].items():
+            setattr(self.state, key, value)
+        self.state.history = json.loads(state["history"])
+        ckpt.set_rng_state(state["rng"])
+        logger.info(f"resumed from {directory} at step {self.state.global_step} (epoch {self.state.epoch + 1}, "
+                    f"batch {self.state.batch_in_epoch})")
+
+    def finish(self) -> dict:
+        s = self.state
+        last_eval = s.history[-1]["step"] if s.history else None
+        if self.task.eval_features and last_eval != s.global_step:
+            self.evaluate_and_keep_best()
+        self.save_model(self.output_dir, into_existing=True)  # beside checkpoints, best/ and the logs
+        results = {"global_step": s.global_step, "best_step": s.best_step,
+                   f"best_{self.task.metric_for_best}": s.best_metric,
+                   **{f"final_{k}": v for k, v in (s.history[-1] if s.history else {}).items() if k != "step"}}
+        if self.env.is_main:
+            with open(os.path.join(self.output_dir, "all_results.json"), "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=2, ensure_ascii=False)
+            self.metrics.close()
+            plot_curves(self.output_dir, self.task.metric_for_best)
+        logger.info(f"training done: {format_metrics(results)}; model saved to {self.output_dir}")
+        return results
+
