@@ -18,6 +18,9 @@ CURVES_FILE = "training_curves.png"
 
 def setup_logging(is_main: bool) -> None:
     """INFO on rank 0 (through tqdm.write, so lines never tear the progress bar); errors only elsewhere."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file "Loading weights" bars drown the training log
     logger.remove()
     if is_main:
         logger.add(lambda msg: tqdm.write(msg, end="", file=sys.stderr), level="INFO", colorize=False,

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from bertorch import checkpoint as ckpt
 from bertorch import distributed as D
 from bertorch.adversarial import build_adversary
-from bertorch.data.batching import TrainBatchSampler, eval_shard
+from bertorch.data.batching import eval_shard
 from bertorch.logging import MetricsWriter, format_metrics, plot_curves, progress_bar
 from bertorch.optim import build_optimizer, build_param_groups, build_scheduler
 from bertorch.tasks.base import Task
@@ -47,8 +47,7 @@ class Trainer:
         self.output_dir = args.saved_dir
         self.model = task.model.to(env.device)
         self.raw_model = self.model
-        self.sampler = TrainBatchSampler([len(f["input_ids"]) for f in task.train_features], args.batch_size,
-                                         env.rank, env.world_size, args.seed, args.group_by_length)
+        self.sampler = task.train_sampler()
         self.accum = args.gradient_accumulation_steps
         self.steps_per_epoch = math.ceil(len(self.sampler) / self.accum)
         self.total_steps = args.max_steps if args.max_steps > 0 else self.steps_per_epoch * args.epochs
@@ -199,7 +198,7 @@ class Trainer:
             return {}
         model = self.raw_model
         model.eval()
-        shard = eval_shard([len(f["input_ids"]) for f in features], self.args.eval_batch_size,
+        shard = eval_shard([self.task.feature_length(f) for f in features], self.args.eval_batch_size,
                            self.env.rank, self.env.world_size)
         predictions, loss_sum, loss_count = [], 0.0, 0
         for indices in shard:

@@ -14,10 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
-from transformers.utils import logging as hf_logging
 
 HEAD_WEIGHTS_NAME = "head.safetensors"
-hf_logging.disable_progress_bar()
 
 
 class ModelError(ValueError):

@@ -8,16 +8,18 @@ adversarial training, logging, checkpoints -- is the trainer's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Any, Sequence
 
 import torch
 from transformers import AutoTokenizer
 
-from bertorch.data.batching import collate_encodings
+from bertorch.data.batching import TrainBatchSampler, collate_encodings
 from bertorch.data.readers import resolve_path
 from bertorch.distributed import DistEnv
 from bertorch.models.base import ModelError, TaskModel
+from bertorch.predict import TASK_FILE
 
 
 class Task:
@@ -62,6 +64,16 @@ class Task:
         logger.info(f"warm-started from {path}" + (f"; newly initialised: {missing}" if missing else ""))
 
     # -- batches --------------------------------------------------------------------------------------
+    def feature_length(self, feature: dict) -> int:
+        """Token count used to group batches by length."""
+        return len(feature["input_ids"])
+
+    def train_sampler(self) -> TrainBatchSampler:
+        """Per-rank training batches; tasks may subclass the sampler (e.g. no duplicate texts per batch)."""
+        a, e = self.args, self.env
+        return TrainBatchSampler([self.feature_length(f) for f in self.train_features], a.batch_size,
+                                 e.rank, e.world_size, a.seed, a.group_by_length)
+
     def collate(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch = collate_encodings(features, self.tokenizer.pad_token_id, self.pad_to())
         if "label" in features[0]:
@@ -89,6 +101,12 @@ class Task:
         """Parameter-name prefix -> learning rate, e.g. a larger LR for a CRF layer."""
         return {}
 
+    def task_info(self) -> dict:
+        """What a Predictor needs to rebuild inputs exactly as in training (saved as bertorch.json)."""
+        return {"task": self.name, "max_seq_length": self.args.max_seq_length}
+
     def save(self, model: TaskModel, directory: str) -> None:
         model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+        with open(os.path.join(directory, TASK_FILE), "w", encoding="utf-8") as f:
+            json.dump(self.task_info(), f, indent=2, ensure_ascii=False)

@@ -76,6 +76,9 @@ class ClassificationTask(Task):
                              args.focal_alpha)
         return SequenceClassifier.from_pretrained(args.pretrained_model_name_or_path, config, loss_fn)
 
+    def task_info(self) -> dict:
+        return {**super().task_info(), "is_text_pair": self.args.is_text_pair}
+
     def train_stats(self, batch, output):
         correct = (output.logits.argmax(-1) == batch["labels"]).sum()
         return {"accuracy": (correct, batch["labels"].numel())}
