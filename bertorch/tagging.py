@@ -163,21 +163,32 @@ def illegal_transition_example(tags: list[str], text: str | list[str], context: 
     return f"...{left}[{chars[i]}]{right}... at char {i}: {prev} -> {tags[i]}"
 
 
-def make_windows(num_chars: int, max_chars: int, stride: int) -> list[tuple[int, int]]:
+def make_windows(num_chars: int, max_chars: int, stride: int,
+                 sizes: list[int] | None = None) -> list[tuple[int, int]]:
     """(start, end) windows of at most `max_chars` covering every character.
 
     Like HF's `doc_stride`, `stride` is how many characters consecutive windows share, so a character
-    near one window's edge sits well inside the next.
+    near one window's edge sits well inside the next. With `sizes` (sub-tokens per character) a window
+    holds at most `max_chars` *tokens*, so characters that split into several pieces never push a
+    window past the model's limit (a lone character over budget still gets a window of its own).
     """
     if not 0 <= stride < max_chars:
         raise ValueError(f"need 0 <= stride < max_chars, got stride={stride}, max_chars={max_chars}")
+    if sizes is not None and len(sizes) != num_chars:
+        raise ValueError(f"{len(sizes)} sizes for {num_chars} characters")
     windows, start = [], 0
     while start < num_chars:
-        end = min(start + max_chars, num_chars)
+        if sizes is None:
+            end = min(start + max_chars, num_chars)
+        else:
+            end, used = start + 1, sizes[start]
+            while end < num_chars and used + sizes[end] <= max_chars:
+                used += sizes[end]
+                end += 1
         windows.append((start, end))
         if end == num_chars:
             break
-        start = end - stride
+        start = max(end - stride, start + 1)
     return windows
 
 

@@ -98,8 +98,11 @@ class Trainer:
         if args.resume_from_checkpoint:
             self.resume(ckpt.resolve_resume(args.resume_from_checkpoint, self.output_dir))
         self.banner()
+        # The loader gets its own generator: drawing worker seeds from the global RNG at every epoch
+        # would shift the dropout masks of a resumed run away from those of an uninterrupted one.
         loader = DataLoader(self.task.train_features, batch_sampler=self.sampler, collate_fn=self.task.collate,
-                            num_workers=args.num_workers, pin_memory=self.env.device.type == "cuda")
+                            num_workers=args.num_workers, pin_memory=self.env.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(args.seed))
         bar = progress_bar(self.total_steps, state.global_step, self.env.is_main)
         window = {"loss": [torch.zeros((), device=self.env.device), 0]}
         tic, steps_at_tic = time.perf_counter(), state.global_step

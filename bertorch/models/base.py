@@ -22,7 +22,17 @@ class ModelError(ValueError):
     """A model path or checkpoint that cannot be used; the message says which and why."""
 
 
+def check_model_path(name_or_path: str) -> None:
+    """A path-like name that does not exist is a typo, not a hub id: say so instead of a hub error."""
+    if os.path.exists(os.path.expanduser(name_or_path)):
+        return
+    is_hub_id = not name_or_path.startswith((".", "/", "~")) and name_or_path.count("/") <= 1
+    if not is_hub_id:
+        raise ModelError(f"--pretrained_model_name_or_path {name_or_path!r}: no such directory")
+
+
 def load_config(name_or_path: str, **overrides) -> PretrainedConfig:
+    check_model_path(name_or_path)
     try:
         return AutoConfig.from_pretrained(name_or_path, **overrides)
     except (OSError, ValueError) as e:

@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 from bertorch.data.batching import TrainBatchSampler, collate_encodings
 from bertorch.data.readers import resolve_path
 from bertorch.distributed import DistEnv
-from bertorch.models.base import ModelError, TaskModel
+from bertorch.models.base import ModelError, TaskModel, check_model_path
 from bertorch.predict import TASK_FILE
 
 
@@ -47,6 +47,7 @@ class Task:
         return None if path is None else resolve_path(path, getattr(self.args, "data_dir", None))
 
     def load_tokenizer(self, name_or_path: str):
+        check_model_path(name_or_path)
         try:
             return AutoTokenizer.from_pretrained(name_or_path)
         except (OSError, ValueError) as e:

@@ -1,0 +1,17 @@
+"""Fine-tune a BERT-family encoder (+ CRF) for sequence labelling: NER with any tag set, or B/M/E/S
+word segmentation. Data: JSON lines {"text": [chars], "label": [tags]} and labels.txt.
+
+    python run_ner.py --train_data_file ner/msra/train.json --dev_data_file ner/msra/dev.json \\
+        --label_file ner/msra/labels.txt --use_crf --save_best_model
+    torchrun --nproc_per_node=2 run_ner.py ... --tag bios --max_seq_length 256 --doc_stride 64
+"""
+from bertorch import cli
+from bertorch.tasks.ner import NerTask
+
+
+def main(argv=None):
+    return cli.run(NerTask, argv, description=__doc__)
+
+
+if __name__ == "__main__":
+    main()
