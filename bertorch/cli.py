@@ -160,6 +160,7 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
     setup_logging(env.is_main)
     try:
         check_output_dir(args)
+        D.barrier()  # every rank checks before rank 0 writes anything there
         set_seed(args.seed)
         task = task_cls(args, env)
         task.setup()

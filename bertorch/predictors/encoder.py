@@ -1,0 +1,80 @@
+"""Sentence vectors from a saved Sentence-BERT / SimCSE / batchneg model, or a plain HuggingFace encoder:
+`SentenceEncoder.from_pretrained(dir).encode(texts)`.
+
+The pooling mode and projection come from the directory's sentence_pooling.json/.safetensors and texts
+are tokenised as in training, so the vectors are exactly the training-time ones. The backend maps numpy
+token ids to the numpy pooled vector ("sentence_embedding"), so an ONNX backend can plug in unchanged.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from bertorch.data.sentence import read_sentences
+from bertorch.predict import Predictor, TorchBackend
+
+DEFAULT_POOLING = "mean"  # for plain encoders without sentence_pooling.json (m3e, text2vec, ...)
+
+
+class SentenceEncoder(Predictor):
+    @classmethod
+    def load(cls, model_dir, info, backend="torch", device=None, pooling_mode: str | None = None, **kwargs):
+        """`pooling_mode` only matters for a directory without a saved pooler (a plain HF encoder)."""
+        if backend == "onnx":
+            raise NotImplementedError("the ONNX backend for sentence encoders is not implemented yet; "
+                                      "use backend='torch'")
+        if backend != "torch":
+            raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
+        from transformers import AutoModel
+
+        from bertorch.models.biencoder import SentenceEmbedder
+        from bertorch.models.pooling import SentencePooler
+
+        if SentencePooler.exists(model_dir):
+            pooler = SentencePooler.load(model_dir)
+            if pooling_mode and pooling_mode != pooler.mode:
+                raise ValueError(f"{model_dir} was trained with pooling {pooler.mode!r}, not {pooling_mode!r}")
+        else:
+            pooler = SentencePooler(pooling_mode or info.get("pooling_mode") or DEFAULT_POOLING)
+        backbone = AutoModel.from_pretrained(model_dir)
+        return cls(model_dir, info, TorchBackend(SentenceEmbedder(backbone, pooler), device))
+
+    def encode(self, texts: Sequence[str] | str, batch_size: int = 64, normalize: bool = True) -> np.ndarray:
+        """`(N, E)` float32 vectors (unit length with `normalize`); a single string gives `(E,)`."""
+        if isinstance(texts, str):
+            return self.encode([texts], batch_size, normalize)[0]
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.encode([""], 1, False).shape[1]), dtype=np.float32)
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        features = [{"input_ids": x} for x in ids]
+        out = None
+        for idx in self.batches(len(features), [len(x) for x in ids], batch_size):
+            vectors = self.backend(self.pad([features[i] for i in idx]))["sentence_embedding"]
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[-1]), dtype=np.float32)
+            out[idx] = vectors
+        if normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def similarity(self, a_texts: Sequence[str], b_texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Cosine of each pair `(a_texts[i], b_texts[i])`, shape `(N,)`."""
+        if len(a_texts) != len(b_texts):
+            raise ValueError(f"similarity needs aligned lists, got {len(a_texts)} and {len(b_texts)} texts")
+        a = self.encode(list(a_texts), batch_size, normalize=True)
+        b = self.encode(list(b_texts), batch_size, normalize=True)
+        return (a * b).sum(axis=1)
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True) -> np.ndarray:
+        """Same as `encode` (the common Predictor verb)."""
+        return self.encode(texts, batch_size, normalize)
+
+    def predict_file(self, input_file: str, output_file: str, batch_size: int = 64, normalize: bool = True,
+                     **kwargs) -> int:
+        """One sentence a line -> a `.npy` array `(lines, E)` in file order; returns the number of lines.
+        (Options of other predictors, such as return_probs, are ignored.)"""
+        texts = [e.text_a for e in read_sentences(input_file)]
+        np.save(output_file, self.encode(texts, batch_size, normalize))
+        return len(texts)
