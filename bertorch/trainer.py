@@ -123,8 +123,7 @@ class Trainer:
                 self.optimizer_step()
                 bar.update(1)
                 if args.logging_steps > 0 and state.global_step % args.logging_steps == 0:
-                    speed = (state.global_step - steps_at_tic) / (time.perf_counter() - tic)
-                    self.log_train(window, speed)
+                    self.log_train(window, state.global_step - steps_at_tic, time.perf_counter() - tic)
                     tic, steps_at_tic = time.perf_counter(), state.global_step
                 if args.eval_steps > 0 and state.global_step % args.eval_steps == 0:
                     self.evaluate_and_keep_best()
@@ -153,6 +152,10 @@ class Trainer:
         self.step_loss = detached if self.step_loss is None else self.step_loss + detached
         window["loss"][0] += detached * window_size
         window["loss"][1] += 1
+        masks = [v for k, v in batch.items() if k.endswith("attention_mask")]
+        tokens = window.setdefault("tokens", [torch.zeros((), device=self.env.device), 0])
+        tokens[0] += sum(m.sum() for m in masks)  # real tokens, summed on device: no host sync per step
+        tokens[1] += sum(m.numel() for m in masks)  # tokens including padding
         for name, (num, den) in self.task.train_stats(batch, output).items():
             acc = window.setdefault(name, [torch.zeros((), device=self.env.device), 0.0])
             acc[0] += num.detach().float()
@@ -179,18 +182,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.global_step += 1
 
-    def log_train(self, window: dict, speed: float) -> None:
+    def log_train(self, window: dict, steps: int, seconds: float) -> None:
+        """The bertorch log line, averaged over the window and over ranks (one small all-reduce)."""
         names = list(window)
         sums = D.all_reduce_sum([float(window[k][0]) for k in names] + [float(window[k][1]) for k in names],
                                 self.env.device)
-        values = {k: sums[i] / max(sums[i + len(names)], 1e-12) for i, k in enumerate(names)}
+        totals = {k: (sums[i], sums[i + len(names)]) for i, k in enumerate(names)}
         for k in names:
             window[k] = [torch.zeros((), device=self.env.device), 0]
-        s = self.state
+        real, padded = totals.pop("tokens", (0.0, 0.0))
+        values = {k: num / max(den, 1e-12) for k, (num, den) in totals.items()}
+        s, speed = self.state, steps / seconds
         logger.info(f"global step: {s.global_step}, epoch: {s.epoch + 1}, batch: {s.batch_in_epoch}, "
                     f"{format_metrics(values)}, speed: {speed:.2f} step/s")
-        self.metrics.write("train", s.global_step, {**values, "lr": self.scheduler.get_last_lr()[0],
-                                                    "speed": speed, "epoch": s.epoch + 1})
+        self.metrics.write("train", s.global_step, {
+            **values, "lr": self.scheduler.get_last_lr()[0], "speed": speed, "epoch": s.epoch + 1,
+            "tokens_per_s": real / seconds, "padded_tokens_per_s": padded / seconds,
+            "pad_fraction": 1 - real / max(padded, 1)})
 
     # -- evaluation -----------------------------------------------------------------------------------
     @torch.no_grad()

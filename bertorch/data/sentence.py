@@ -86,8 +86,9 @@ def read_pairs(path: str) -> tuple[list[TextExample], int]:
 class ContrastiveBatchSampler(TrainBatchSampler):
     """Training batches for in-batch negatives.
 
-    * A global batch of a single example has no negative (and its loss would be a silent 0), so a
-      trailing batch of one is folded into another batch.
+    * A global batch of a single example has no negative (its loss would be a silent 0), and one smaller
+      than the world size is wrapped around, repeating texts across ranks: such a trailing batch is
+      folded into another batch.
     * With `keys` (the text ids of each example), batches are refilled so that no text appears twice in
       one global batch: a duplicate is a false negative. Examples that clash are deferred to the next
       batch; the number of batches never changes (the trainer plans steps from len()), so in the rare
@@ -105,17 +106,20 @@ class ContrastiveBatchSampler(TrainBatchSampler):
     def _size(self) -> int:
         return self.batch_size * self.world_size
 
+    def _min_size(self) -> int:
+        return max(2, self.world_size)
+
     def __len__(self) -> int:
         n, size = len(self.lengths), self._size()
-        return math.ceil(n / size) - (1 if n % size == 1 and n > size else 0)
+        return math.ceil(n / size) - (1 if 0 < n % size < self._min_size() and n > size else 0)
 
     def global_batches(self) -> list[list[int]]:
         batches = super().global_batches()
         if self.keys is not None:
             batches = self._without_duplicates([i for b in batches for i in b])
-        short = [b for b in batches if len(b) < 2]
+        short = [b for b in batches if len(b) < self._min_size()]
         if short and len(batches) > 1:
-            batches = [b for b in batches if len(b) >= 2]
+            batches = [b for b in batches if len(b) >= self._min_size()]
             batches[-1] = batches[-1] + short[0]
         return batches
 

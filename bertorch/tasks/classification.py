@@ -16,6 +16,8 @@ from bertorch.tasks.base import Task
 
 def tokenize_examples(tokenizer, examples: list[TextExample], max_length: int) -> tuple[list[dict], int]:
     """Tokenise every example once (batched, fast tokenizer); returns features and the truncated count."""
+    if not examples:
+        return [], 0
     texts_a = [e.text_a for e in examples]
     texts_b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
     enc = tokenizer(texts_a, texts_b, truncation=True, max_length=max_length)

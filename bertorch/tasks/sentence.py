@@ -164,9 +164,10 @@ class ContrastiveTask(SentenceTask):
         self.eval_features = self.sts_features(args.dev_data_file)
         self.model = self.build_model(
             lambda size: ContrastiveHead(args.scale, args.margin, self.symmetric, args.gather_negatives))
-        ranks = f" gathered from {self.env.world_size} ranks" if args.gather_negatives and self.env.is_distributed else ""
+        gathered = args.gather_negatives and self.env.is_distributed
         logger.info(f"negatives per anchor = {self.negatives_per_anchor()} (per-device batch {args.batch_size}"
-                    f"{ranks}{', duplicates kept out' if args.no_duplicates else ''})")
+                    f"{f' x {self.env.world_size} ranks, gathered' if gathered else ''}"
+                    f"{', duplicate texts kept out of batches' if args.no_duplicates else ''})")
 
     def train_sampler(self) -> ContrastiveBatchSampler:
         a, e = self.args, self.env
