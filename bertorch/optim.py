@@ -12,7 +12,6 @@ from torch import nn
 from transformers import get_scheduler
 
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "norm.weight")
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
 
@@ -46,7 +45,7 @@ def build_param_groups(model: nn.Module, learning_rate: float, weight_decay: flo
         if lr is None:
             depth = layer_depth(name, num_layers)
             lr = learning_rate * layerwise_lr_decay ** (num_layers + 1 - depth)
-        decay = 0.0 if any(nd in name for nd in NO_DECAY) or param.ndim < 2 else weight_decay
+        decay = 0.0 if param.ndim < 2 else weight_decay  # 1-D parameters are biases and norm scales
         groups.setdefault((lr, decay), []).append(param)
     return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
 
