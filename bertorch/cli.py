@@ -52,6 +52,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pad_to_max_length", action="store_true",
                    help="pad every batch to --max_seq_length (slower; for comparisons only)")
     g.add_argument("--num_workers", type=int, default=0, help="data-loader worker processes")
+    g.add_argument("--max_train_samples", type=int, default=None, help="use only the first N training examples")
+    g.add_argument("--max_eval_samples", type=int, default=None, help="use only the first N dev examples")
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:

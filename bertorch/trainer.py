@@ -98,6 +98,7 @@ class Trainer:
         if args.resume_from_checkpoint:
             self.resume(ckpt.resolve_resume(args.resume_from_checkpoint, self.output_dir))
         self.banner()
+        started = time.perf_counter()
         # The loader gets its own generator: drawing worker seeds from the global RNG at every epoch
         # would shift the dropout masks of a resumed run away from those of an uninterrupted one.
         loader = DataLoader(self.task.train_features, batch_sampler=self.sampler, collate_fn=self.task.collate,
@@ -134,7 +135,7 @@ class Trainer:
             else:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         bar.close()
-        return self.finish()
+        return self.finish(train_seconds=time.perf_counter() - started)
 
     def train_micro_step(self, batch: dict, window_size: int, last_micro: bool, window: dict) -> None:
         def forward_loss() -> torch.Tensor:
@@ -286,13 +287,13 @@ class Trainer:
         logger.info(f"resumed from {directory} at step {self.state.global_step} (epoch {self.state.epoch + 1}, "
                     f"batch {self.state.batch_in_epoch})")
 
-    def finish(self) -> dict:
+    def finish(self, train_seconds: float) -> dict:
         s = self.state
         last_eval = s.history[-1]["step"] if s.history else None
         if self.task.eval_features and last_eval != s.global_step:
             self.evaluate_and_keep_best()
         self.save_model(self.output_dir, into_existing=True)  # beside checkpoints, best/ and the logs
-        results = {"global_step": s.global_step, "best_step": s.best_step,
+        results = {"global_step": s.global_step, "train_seconds": round(train_seconds, 1), "best_step": s.best_step,
                    f"best_{self.task.metric_for_best}": s.best_metric,
                    **{f"final_{k}": v for k, v in (s.history[-1] if s.history else {}).items() if k != "step"}}
         if self.env.is_main:

@@ -38,3 +38,29 @@ def make_random_bert(output_dir: str, vocab: list[str], hidden_size: int = 32, n
         f.writelines(token + "\n" for token in vocab)
     BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True).save_pretrained(output_dir)
     return output_dir
+
+
+def main(argv=None) -> str:
+    """Build (once) a small random BERT whose vocab covers the shared datasets: QUICK runs and benchmarks."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("output_dir")
+    parser.add_argument("--data_dir", required=True, help="folder holding unsup/sentences.txt")
+    parser.add_argument("--hidden_size", type=int, default=64)
+    parser.add_argument("--num_layers", type=int, default=2)
+    parser.add_argument("--num_heads", type=int, default=2)
+    parser.add_argument("--intermediate_size", type=int, default=128)
+    parser.add_argument("--max_lines", type=int, default=100000)
+    args = parser.parse_args(argv)
+    if not os.path.isfile(os.path.join(args.output_dir, "config.json")):
+        with open(os.path.join(args.data_dir, "unsup", "sentences.txt"), encoding="utf-8") as f:
+            texts = [line for _, line in zip(range(args.max_lines), f)]
+        make_random_bert(args.output_dir, build_char_vocab(texts), args.hidden_size, args.num_layers,
+                         args.num_heads, args.intermediate_size)
+    print(args.output_dir)
+    return args.output_dir
+
+
+if __name__ == "__main__":
+    main()

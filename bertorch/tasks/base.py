@@ -43,6 +43,11 @@ class Task:
         """Read data, tokenise it once, build the model. Fills the attributes above."""
         raise NotImplementedError
 
+    def take(self, examples: list, split: str) -> list:
+        """--max_train_samples / --max_eval_samples: the first N examples of a split (quick runs, debugging)."""
+        limit = getattr(self.args, "max_train_samples" if split == "train" else "max_eval_samples", None)
+        return examples if limit is None else examples[:limit]
+
     def data_path(self, path: str | None) -> str | None:
         return None if path is None else resolve_path(path, getattr(self.args, "data_dir", None))
 

@@ -164,8 +164,8 @@ class NerTask(Task):
         if not 0 <= a.doc_stride < a.max_seq_length - 2:
             raise ValueError(f"--doc_stride must be in [0, --max_seq_length - 2 = {a.max_seq_length - 2}), "
                              f"got {a.doc_stride}")
-        train = read_tagged(self.data_path(a.train_data_file), self.labels)
-        dev = read_tagged(self.data_path(a.dev_data_file), self.labels) if a.dev_data_file else []
+        train = self.take(read_tagged(self.data_path(a.train_data_file), self.labels), "train")
+        dev = self.take(read_tagged(self.data_path(a.dev_data_file), self.labels) if a.dev_data_file else [], "dev")
         self.tokenizer = self.load_tokenizer(a.pretrained_model_name_or_path)
         self.train_features = self.featurize(train, "train")
         self.eval_features = self.featurize(dev, "dev")

