@@ -65,6 +65,7 @@ def render(args) -> str:
     columns: list[str] = []
     for row in table["rows"]:
         columns += [c for c in row if c not in columns]
+    columns.sort(key=lambda c: c == "train time (s)")  # measurements first, cost last
     meta = table.get("meta", {})
     lines = [f"<!-- written by scripts/results.py from results/{args.name}.json -->",
              f"Measured on {meta.get('hardware', '?')}; model `{os.path.basename(meta.get('model', '').rstrip('/'))}`; "
