@@ -61,7 +61,8 @@ def run_once(case: str, mode: str, model: str, args, workdir: str) -> dict:
            "--data_dir", SHARED, "--saved_dir", out, "--overwrite_output_dir", "--batch_size", str(args.batch_size),
            "--max_seq_length", str(args.max_seq_length), "--max_steps", str(args.steps),
            "--logging_steps", str(args.log_every), "--save_steps", "0", *MODES[mode], *args.extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, **dict(kv.split("=", 1) for kv in args.env)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise RuntimeError(f"{case}/{mode} failed:\n{proc.stderr.read()[-3000:]}")
@@ -81,6 +82,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--log_every", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE environment for the runs")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for the scripts")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)

@@ -1,0 +1,155 @@
+"""What distillation bought, measured in one run: teacher vs student dev metric, parameters, size on disk and
+dev-set throughput (same batch size, same device, same process), written to distill_report.json and merged
+into all_results.json; plus TextBrewer's `display_parameters` per-module table printed at start.
+
+`run(argv)` is run_distill.py's body: the shared `cli.run` trains, then rank 0 writes the report, because
+the trainer writes all_results.json in `finish()` and knows nothing of teachers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Sequence
+
+import torch
+from loguru import logger
+from torch import nn
+
+from bertorch.data.batching import eval_shard
+
+REPORT_FILE = "distill_report.json"
+
+
+def _table(rows: list[tuple[str, ...]], right: bool = True) -> str:
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) if c == 0 or not right else cell.rjust(w)
+                               for c, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows)
+
+
+def display_parameters(model: nn.Module, max_level: int = 5, name: str = "model") -> str:
+    """Parameters and memory per module down to `max_level` (TextBrewer's utils.display_parameters)."""
+    total = sum(p.numel() for p in model.parameters()) or 1
+    rows = [("LAYER NAME", "#PARAMS", "RATIO", "MEM(MB)")]
+
+    def visit(module: nn.Module, label: str, level: int) -> None:
+        params = list(module.parameters())
+        n = sum(p.numel() for p in params)
+        if n == 0:
+            return
+        mb = sum(p.numel() * p.element_size() for p in params) / 2 ** 20
+        rows.append(("  " * level + f"--{label}:", f"{n:,}", f"{100 * n / total:.2f}%", f"{mb:.2f}"))
+        if level < max_level:
+            for child_name, child in module.named_children():
+                visit(child, child_name, level + 1)
+
+    visit(model, name, 0)
+    return _table(rows)
+
+
+def weights_mb(directory: str) -> float:
+    """Size on disk of the weight files of a saved model directory."""
+    names = [n for n in os.listdir(directory) if n.endswith((".safetensors", ".bin")) and "state" not in n]
+    return sum(os.path.getsize(os.path.join(directory, n)) for n in names) / 2 ** 20
+
+
+@torch.inference_mode()
+def timed_predictions(model: nn.Module, features: Sequence[dict], collate: Callable, predict: Callable,
+                      batch_size: int, device: torch.device) -> tuple[list, float]:
+    """Predictions in feature order and examples per second (batches sorted by length, as the trainer's)."""
+    model.eval()
+    batches = eval_shard([len(f["input_ids"]) for f in features], batch_size)
+
+    def run(idx):
+        batch = {k: v.to(device) for k, v in collate([features[i] for i in idx]).items() if k != "labels"}
+        return predict(model, batch, model(**batch))
+
+    run(batches[0])  # warm-up (allocator, kernel selection) outside the clock
+    found, tic = [], time.perf_counter()
+    for idx in batches:
+        found.extend(zip(idx, run(idx)))
+    seconds = time.perf_counter() - tic
+    return [p for _, p in sorted(found, key=lambda x: x[0])], len(features) / seconds
+
+
+def _sdpa(model: nn.Module) -> None:
+    """Time every model with its fast attention kernel, whatever the matches needed during training."""
+    try:
+        model.backbone.set_attn_implementation("sdpa")
+    except (ValueError, ImportError):
+        pass
+
+
+def build_report(task) -> dict:
+    """One row per teacher and the student; the summary compares the student with the first teacher."""
+    a, device = task.args, task.env.device
+    metric = task.metric_for_best
+    student = task.model.student
+    models = [(f"teacher {d}", t, d, task.teacher_eval_features, task.teacher_collate,
+               lambda preds, t=t: task.teacher_metrics(t, preds)) for d, t in zip(a.teacher_model_dir, task.teachers)]
+    models.append(("student", student, a.saved_dir, task.eval_features, task.inner.collate, task.compute_metrics))
+    rows = []
+    for name, model, directory, features, collate, score in models:
+        _sdpa(model)
+        row = {"model": name, "parameters": sum(p.numel() for p in model.parameters()),
+               "size_mb": round(weights_mb(directory), 3)}
+        if features:
+            predictions, speed = timed_predictions(model, features, collate, task.predict, a.eval_batch_size, device)
+            row = {**row, metric: score(predictions)[metric], "examples_per_s": round(speed, 2)}
+        rows.append(row)
+    teacher, mine = rows[0], rows[-1]
+    summary = {f"{who}_{key}": row.get(key) for who, row in (("teacher", teacher), ("student", mine))
+               for key in (metric, "parameters", "size_mb", "examples_per_s")}
+    summary["parameter_ratio"] = mine["parameters"] / teacher["parameters"]
+    summary["size_ratio"] = mine["size_mb"] / max(teacher["size_mb"], 1e-9)
+    if metric in mine:
+        summary["metric_retained"] = mine[metric] / teacher[metric] if teacher[metric] else None
+        summary["speedup"] = mine["examples_per_s"] / teacher["examples_per_s"]
+    cols = ("model", metric, "parameters", "size_mb", "examples_per_s")
+    table = [cols] + [tuple(_fmt(r.get(c), c) for c in cols) for r in rows]
+    ratios = ("metric_retained", "parameter_ratio", "size_ratio", "speedup")
+    table.append(("student / first teacher",) + tuple(_fmt(summary.get(k), k) for k in ratios))
+    logger.info(f"distillation report (dev set, batch size {a.eval_batch_size}, {device}):\n{_table(table)}")
+    return {**summary, "distill_models": rows}
+
+
+def _fmt(value, column: str) -> str:
+    if value is None:
+        return "-"
+    if column == "speedup":
+        return f"{value:.2f}x"
+    if column.endswith(("_ratio", "_retained")):
+        return f"{100 * value:.1f}%"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{1 if column == 'examples_per_s' else 4}f}" if isinstance(value, float) else str(value)
+
+
+def run(argv: Sequence[str] | None = None, description: str | None = None) -> dict:
+    """Distil with the shared CLI and trainer, strip training-only files from the saved student, report."""
+    from bertorch import cli
+    from bertorch.distill.distiller import DISTILL_STATE_NAME
+    from bertorch.tasks.distill import DistillTask
+
+    created = []
+
+    class Recorded(DistillTask):  # keeps the task: the report needs its data, models and metrics
+        def setup(self):
+            created.append(self)
+            super().setup()
+
+    results = cli.run(Recorded, argv, description)
+    task = created[0]
+    if not task.env.is_main:
+        return results
+    for directory in (task.args.saved_dir, os.path.join(task.args.saved_dir, "best")):
+        path = os.path.join(directory, DISTILL_STATE_NAME)
+        if os.path.isfile(path):  # projections belong to checkpoints, not to the student
+            os.remove(path)
+    report = build_report(task)
+    with open(os.path.join(task.args.saved_dir, REPORT_FILE), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2, ensure_ascii=False)
+    results.update(report)
+    with open(os.path.join(task.args.saved_dir, "all_results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, ensure_ascii=False)
+    return results
