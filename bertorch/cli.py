@@ -153,7 +153,10 @@ def set_seed(seed: int) -> None:
 
 def run(task_cls, argv: Sequence[str] | None = None, description: str | None = None) -> dict:
     """Parse flags, set up distribution, let the task build data and model, train, and clean up."""
+    from bertorch.memory import tune_allocator
     from bertorch.trainer import Trainer, TrainingDiverged
+
+    tune_allocator()  # before any data or model is allocated; a no-op off glibc
 
     parser = build_parser(task_cls, description)
     args = parser.parse_args(argv)

@@ -33,13 +33,13 @@ def slice_file(src, dst, n):
 
 def test_m3e_small_learns_sentiment_beyond_majority(m3e_small, tmp_path):
     data = os.path.join(REPO_DATA_DIR, "chnsenticorp")
-    train, _ = slice_file(os.path.join(data, "train.tsv"), tmp_path / "train.tsv", 320)
+    train, _ = slice_file(os.path.join(data, "train.tsv"), tmp_path / "train.tsv", 480)
     dev, gold = slice_file(os.path.join(data, "dev.tsv"), tmp_path / "dev.tsv", 200)
     out = tmp_path / "out"
     results = run_classifier.main([
         "--pretrained_model_name_or_path", m3e_small, "--train_data_file", train, "--dev_data_file", dev,
         "--label_file", os.path.join(data, "labels.txt"), "--saved_dir", str(out), "--epochs", "1",
-        "--batch_size", "16", "--max_seq_length", "64", "--learning_rate", "5e-5", "--warmup_proportion", "0.1",
+        "--batch_size", "16", "--max_seq_length", "64", "--learning_rate", "1e-4", "--warmup_proportion", "0.1",
         "--logging_steps", "5", "--save_steps", "0"])
     majority = Counter(gold).most_common(1)[0][1] / len(gold)
     assert results["final_accuracy"] >= majority + 0.15, (results, majority)

@@ -1,0 +1,62 @@
+"""Process-level memory settings for CPU training.
+
+``tune_allocator()`` tells glibc malloc (via ``mallopt``) to serve large blocks with ``mmap`` and to give freed
+heap back to the OS. A training step allocates and frees hundreds of MB of activation/gradient tensors of
+varying sizes (dynamic padding changes the shapes every batch); with glibc's defaults the *dynamic* mmap
+threshold climbs to 32 MB after the first large free, so later tensors land on the brk heap / arenas, where
+fragmentation keeps the peak growing step after step and nothing is returned.
+
+  M_MMAP_THRESHOLD = 64 KiB (fixed; also disables the dynamic raise)  -> big tensors are mmap'ed and unmapped
+  M_TRIM_THRESHOLD = 1 MiB                                            -> the brk heap top is trimmed eagerly
+  M_ARENA_MAX      = 2                                                -> threads don't each grow an arena
+
+Same effect as MALLOC_MMAP_THRESHOLD_=65536 etc. in the environment, but set from Python so every entry script
+gets it; an explicit MALLOC_* variable in the environment wins. A no-op (returns False) off glibc (macOS,
+Windows, musl). Call it first thing, before data and model are built.
+
+Measured peak RSS (random BERT 4x312, 12 heads, FFN 1200, ChnSentiCorp, batch 32, max len 128, 12 steps,
+``python -m bench.train_throughput --steps 12 --log_every 4 --modes ours``, runs side by side; step/s
+equal within noise): default 1.63 GB, tune_allocator() 1.31 GB.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+
+_DEFAULTS = {M_MMAP_THRESHOLD: 64 * 1024, M_TRIM_THRESHOLD: 1024 * 1024, M_ARENA_MAX: 2}
+_ENV = {M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_", M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_",
+        M_ARENA_MAX: "MALLOC_ARENA_MAX"}
+
+
+def _libc():
+    if os.name != "posix":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # glibc only  # noqa: B018
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def tune_allocator(mmap_threshold: int | None = None, trim_threshold: int | None = None,
+                   arena_max: int | None = None) -> bool:
+    """Apply the glibc malloc settings above; a MALLOC_* value already in the environment wins. Returns
+    whether glibc accepted them (False off glibc, where it does nothing)."""
+    libc = _libc()
+    if libc is None:
+        return False
+    wanted = {M_MMAP_THRESHOLD: mmap_threshold, M_TRIM_THRESHOLD: trim_threshold, M_ARENA_MAX: arena_max}
+    ok = True
+    for param, value in wanted.items():
+        if _ENV[param] in os.environ:  # the user's explicit setting is already in effect
+            continue
+        value = _DEFAULTS[param] if value is None else value
+        ok &= libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1
+    return bool(ok)
+
