@@ -21,9 +21,9 @@ class SentenceEncoder(Predictor):
     @classmethod
     def load(cls, model_dir, info, backend="torch", device=None, pooling_mode: str | None = None, **kwargs):
         """`pooling_mode` only matters for a directory without a saved pooler (a plain HF encoder)."""
-        if backend == "onnx":
-            raise NotImplementedError("the ONNX backend for sentence encoders is not implemented yet; "
-                                      "use backend='torch'")
+        if backend == "onnx":  # pooling, projection and normalisation are inside the exported graph
+            from bertorch.onnx import onnx_predictor
+            return onnx_predictor(cls, model_dir, info, device, output="sentence_embedding", pooling_mode=pooling_mode)
         if backend != "torch":
             raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
         from transformers import AutoModel

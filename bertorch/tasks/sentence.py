@@ -76,9 +76,11 @@ class SentenceTask(Task):
 
     def pair_features(self, examples: Sequence[TextExample], split: str) -> list[dict]:
         """`{"sentences": [ids_a, ids_b], "text_ids": [a, b]}` per example; a single text is used twice."""
-        a = self.sentence_ids([e.text_a for e in examples], split)
-        b = self.sentence_ids([e.text_a if e.text_b is None else e.text_b for e in examples], split)
-        return [{"sentences": [self.token_ids[i], self.token_ids[j]], "text_ids": [i, j]} for i, j in zip(a, b)]
+        n = len(examples)
+        ids = self.sentence_ids([e.text_a for e in examples] +
+                                [e.text_a if e.text_b is None else e.text_b for e in examples], split)
+        return [{"sentences": [self.token_ids[i], self.token_ids[j]], "text_ids": [i, j]}
+                for i, j in zip(ids[:n], ids[n:])]
 
     def sts_features(self, path: str | None) -> list[dict]:
         """STS dev data (`a\\tb\\tscore`, 0..5) as pair features carrying their gold score."""
