@@ -46,6 +46,14 @@ def _load_class(spec: str):
     return getattr(importlib.import_module(module), name)
 
 
+def __getattr__(name: str):
+    """`from bertorch.predict import SentenceEncoder, TaggerPredictor` without importing them eagerly."""
+    for spec in PREDICTORS.values():
+        if spec.endswith(":" + name):
+            return _load_class(spec)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class Predictor:
     """Base: tokenizer + backend + batching by length; subclasses turn outputs into results."""
 
@@ -110,9 +118,8 @@ class ClassificationPredictor(Predictor):
     @classmethod
     def load(cls, model_dir, info, backend="torch", device=None, **kwargs):
         if backend == "onnx":
-            from bertorch.onnx import OnnxBackend
-            runner = OnnxBackend(model_dir)
-            return cls(runner.model_dir, info, runner)
+            from bertorch.onnx import onnx_predictor
+            return onnx_predictor(cls, model_dir, info, device, output="logits", **kwargs)
         from transformers import AutoModelForSequenceClassification
         model = AutoModelForSequenceClassification.from_pretrained(model_dir)
         return cls(model_dir, info, TorchBackend(model, device))

@@ -33,7 +33,8 @@ class TaggerPredictor(Predictor):
     @classmethod
     def load(cls, model_dir, info, backend="torch", device=None, **kwargs):
         if backend == "onnx":
-            raise NotImplementedError("the ONNX backend for taggers is not implemented yet; use backend='torch'")
+            from bertorch.onnx import onnx_predictor  # the CRF stays in numpy: transitions sit beside the graph
+            return onnx_predictor(cls, model_dir, info, device, output="logits", **kwargs)
         from transformers import AutoModelForTokenClassification
         model = AutoModelForTokenClassification.from_pretrained(model_dir)
         return cls(model_dir, info, TorchBackend(model, device))

@@ -1,0 +1,120 @@
+"""Inference speed and quality of PyTorch eager, ONNX fp32 and ONNX int8, side by side in one run.
+
+Every backend runs through `Predictor.from_pretrained(..., backend=...)`, tokenisation included, so the
+numbers are what users get. Per batch size it prints examples/s, per-example latency p50/p95 (the wall
+time of the call that served the example: at batch 1 a request's latency, at batch 32 the time a
+request waits for its batch) and the task metric, with ratios to PyTorch.
+
+    python -m bench.inference --model_dir outputs/cls --dev_file data/chnsenticorp/dev.tsv --limit 200
+    (exports to a temporary directory unless --onnx_dir points at an export_onnx.py output with int8)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def prepare_onnx(model_dir: str, onnx_dir: str | None, workdir: str) -> tuple[str, str]:
+    """(fp32, int8) paths: the given export dir's, or a fresh verified export."""
+    from bertorch.onnx import check_parity, export_model, quantize_int8
+    from bertorch.onnx.runtime import INT8_NAME, ONNX_NAME
+
+    if onnx_dir:
+        fp32, int8 = os.path.join(onnx_dir, ONNX_NAME), os.path.join(onnx_dir, INT8_NAME)
+        return fp32, int8 if os.path.isfile(int8) else quantize_int8(fp32)
+    fp32 = export_model(model_dir, workdir)
+    report = check_parity(model_dir, fp32)
+    if not report.ok:
+        raise SystemExit("the exported graph does not match PyTorch:\n" + report.table())
+    return fp32, quantize_int8(fp32)
+
+
+def measure(backends: dict, info: dict, examples: list, gold, batch_size: int) -> list[dict]:
+    """One pass over `examples` per backend in calls of `batch_size` (after a warm-up call). Backends
+    take turns call by call, so on a shared machine a burst of load hits all of them alike."""
+    from bertorch.onnx.evaluate import predict_all, score
+
+    task = info["task"]
+    runs = {name: {"predictions": [], "latencies": [], "total": 0.0} for name in backends}
+    for predictor in backends.values():
+        predict_all(predictor, task, examples[:batch_size], batch_size)  # warm-up: lazy init, allocator
+    for s in range(0, len(examples), batch_size):
+        chunk = examples[s:s + batch_size]
+        for name, predictor in backends.items():
+            start = time.perf_counter()
+            out = predict_all(predictor, task, chunk, batch_size)
+            elapsed = time.perf_counter() - start
+            run = runs[name]
+            run["total"] += elapsed
+            run["latencies"] += [elapsed] * len(chunk)
+            run["predictions"].append(out)
+    rows = []
+    for name, run in runs.items():
+        parts = run["predictions"]
+        predictions = np.concatenate(parts) if task == "sentence_embedding" else [p for part in parts for p in part]
+        lat = run["latencies"]
+        rows.append({"backend": name, "batch_size": batch_size, "examples_per_s": len(examples) / run["total"],
+                     "p50_ms": 1000 * float(np.percentile(lat, 50)), "p95_ms": 1000 * float(np.percentile(lat, 95)),
+                     "metrics": score(task, backends[name], gold, predictions)})
+    return rows
+
+
+def run(args) -> list[dict]:
+    import torch
+
+    from bertorch.onnx.evaluate import read_eval_set
+    from bertorch.predict import Predictor, read_task_info
+
+    info = read_task_info(args.model_dir)
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs; "
+          f"torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as workdir:
+        fp32, int8 = prepare_onnx(args.model_dir, args.onnx_dir, workdir)
+        backends = {"torch": Predictor.from_pretrained(args.model_dir, backend="torch", device="cpu"),
+                    "onnx fp32": Predictor.from_pretrained(fp32, backend="onnx", device="cpu"),
+                    "onnx int8": Predictor.from_pretrained(int8, backend="onnx", device="cpu")}
+        labels = getattr(backends["torch"], "labels", None) if info["task"] != "sentence_embedding" else None
+        examples, gold = read_eval_set(info, args.dev_file, labels, args.limit)
+        rows = [row for batch_size in args.batch_sizes for row in measure(backends, info, examples, gold, batch_size)]
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(report(rows, len(examples)))
+    return rows
+
+
+def report(rows: list[dict], n: int) -> str:
+    lines = [f"{n} examples; 'vs torch' = ratio to PyTorch eager at the same batch size (higher is faster)",
+             f"{'backend':<10} {'batch':>5} {'ex/s':>8} {'ex/s vs torch':>13} {'p50 ms':>8} {'p95 ms':>8} "
+             f"{'p50 vs torch':>12}  metrics"]
+    base = {r["batch_size"]: r for r in rows if r["backend"] == "torch"}
+    for r in rows:
+        b = base[r["batch_size"]]
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
+        lines.append(f"{r['backend']:<10} {r['batch_size']:>5} {r['examples_per_s']:>8.1f} "
+                     f"{r['examples_per_s'] / b['examples_per_s']:>12.2f}x {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
+                     f"{b['p50_ms'] / r['p50_ms']:>11.2f}x  {metrics}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_dir", required=True, help="a saved model directory (the PyTorch baseline)")
+    parser.add_argument("--dev_file", required=True, help="dev file in the task's training format")
+    parser.add_argument("--onnx_dir", default=None, help="export_onnx.py output (default: export to a temp dir)")
+    parser.add_argument("--limit", type=int, default=None, help="use the first N dev examples")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
