@@ -107,7 +107,8 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(task_cls, description: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=_Formatter)
+    # allow_abbrev=False: `--output` must not silently mean `--output_dir`.
+    parser = argparse.ArgumentParser(description=description, formatter_class=_Formatter, allow_abbrev=False)
     add_model_args(parser)
     add_data_args(parser)
     add_training_args(parser)

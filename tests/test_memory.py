@@ -13,9 +13,9 @@ if sys.argv[1] == "tuned":
     tune_allocator()
 def rss_mb():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
-big = torch.empty(8 * 2**20, dtype=torch.uint8)
+big = torch.empty(24 * 2**20, dtype=torch.uint8)
 del big                                               # a large free raises glibc's dynamic mmap threshold
-blocks = [torch.ones(2 * 2**20, dtype=torch.uint8) for _ in range(150)]   # 300 MB of 2 MB tensors
+blocks = [torch.ones(12 * 2**20, dtype=torch.uint8) for _ in range(25)]   # 300 MB of 12 MB tensors
 keep = blocks[-1]                                     # the newest block pins the top of the heap
 before = rss_mb()
 del blocks
