@@ -11,6 +11,7 @@ request waits for its batch) and the task metric, with ratios to PyTorch.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -113,7 +114,17 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--onnx_dir", default=None, help="export_onnx.py output (default: export to a temp dir)")
     parser.add_argument("--limit", type=int, default=None, help="use the first N dev examples")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
-    return run(parser.parse_args(argv))
+    parser.add_argument("--output", default=None, help="also write the rows (with ratios to torch) as JSON")
+    args = parser.parse_args(argv)
+    rows = run(args)
+    if args.output:
+        base = {r["batch_size"]: r for r in rows if r["backend"] == "torch"}
+        for r in rows:
+            r["speedup_vs_torch"] = r["examples_per_s"] / base[r["batch_size"]]["examples_per_s"]
+            r.update({k: v for k, v in r["metrics"].items()})
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=2)
+    return rows
 
 
 if __name__ == "__main__":

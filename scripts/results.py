@@ -40,6 +40,8 @@ def add(args) -> None:
     table = load(args.name)
     source = args.file or os.path.join(args.run, "all_results.json")
     values = json.load(open(source, encoding="utf-8"))
+    if isinstance(values, list):  # a list of rows (e.g. bench/inference.py --output): take one
+        values = values[args.index]
     identity = dict(kv.split("=", 1) for kv in args.set)  # a rerun of the same row replaces it
     row = dict(identity)
     for spec in args.metric:
@@ -65,6 +67,7 @@ def render(args) -> str:
     columns: list[str] = []
     for row in table["rows"]:
         columns += [c for c in row if c not in columns]
+    columns = [c for c in columns if not c.startswith("_")]  # "_" columns only identify rows
     columns.sort(key=lambda c: c == "train time (s)")  # measurements first, cost last
     meta = table.get("meta", {})
     lines = [f"<!-- written by scripts/results.py from results/{args.name}.json -->",
@@ -88,6 +91,7 @@ def main(argv=None) -> None:
     p_add.add_argument("name")
     p_add.add_argument("--run", default=None)
     p_add.add_argument("--file", default=None)
+    p_add.add_argument("--index", type=int, default=0, help="row of a JSON list given by --file")
     p_add.add_argument("--set", action="append", default=[])
     p_add.add_argument("--metric", action="append", default=[])
     p_render = sub.add_parser("render")

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Teacher (fine-tuned MODEL on ChnSentiCorp) vs distilled students: the teacher's first 2 layers, and a
+# 4-layer 312-hidden random student with TinyBERT matches: dev accuracy, parameters, size, CPU speed.
+source "$(dirname "$0")/common.sh"
+rm -f "$RESULTS/$NAME.json"
+TEACHER=${TEACHER:-$OUT/teacher}
+DATA=(--train_data_file chnsenticorp/train.tsv --dev_data_file chnsenticorp/dev.tsv --label_file chnsenticorp/labels.txt)
+if [ ! -f "$TEACHER/config.json" ]; then
+    launch run_classifier.py $(train_args) "${DATA[@]}" --saved_dir "$TEACHER" --learning_rate 5e-5 --warmup_proportion 0.1
+fi
+add() {
+    "$PYTHON" scripts/results.py add "$NAME" --run "$1" --set student="$2" --metric teacher_accuracy=teacher_accuracy \
+        --metric student_accuracy=student_accuracy --metric retained=metric_retained \
+        --metric parameters=student_parameters --metric size_ratio=size_ratio --metric speedup=speedup
+}
+launch run_distill.py $(train_args) "${DATA[@]}" --task classification --teacher_model_dir "$TEACHER" \
+    --student_layers 2 --saved_dir "$OUT/layers2" --learning_rate 1e-4
+add "$OUT/layers2" "teacher's layers 2 of N (KD)"
+"$PYTHON" - "$OUT/student4x312.json" "$TEACHER" <<'PY'
+import json, sys
+config = json.load(open(sys.argv[2] + "/config.json"))
+config.update(num_hidden_layers=4, hidden_size=312, num_attention_heads=12, intermediate_size=1200)
+json.dump(config, open(sys.argv[1], "w"))
+PY
+launch run_distill.py $(train_args) "${DATA[@]}" --task classification --teacher_model_dir "$TEACHER" \
+    --student_model "$OUT/student4x312.json" --matches tinybert --saved_dir "$OUT/student4x312" --learning_rate 1e-4
+add "$OUT/student4x312" "4x312 random + tinybert matches"
+"$PYTHON" scripts/results.py render "$NAME"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# PyTorch eager vs ONNX fp32 vs ONNX int8 on ChnSentiCorp dev: throughput, latency and accuracy, one run.
+# MODEL_DIR: a fine-tuned classifier to export (default: fine-tune one here with the common budget).
+source "$(dirname "$0")/common.sh"
+rm -f "$RESULTS/$NAME.json"
+MODEL_DIR=${MODEL_DIR:-$OUT/classifier}
+if [ ! -f "$MODEL_DIR/config.json" ]; then
+    launch run_classifier.py $(train_args) --train_data_file chnsenticorp/train.tsv \
+        --dev_data_file chnsenticorp/dev.tsv --label_file chnsenticorp/labels.txt --saved_dir "$MODEL_DIR"
+fi
+LIMIT=${LIMIT:-$([ "$QUICK" = 1 ] && echo 64 || echo 1161)}
+"$PYTHON" -m bench.inference --model_dir "$MODEL_DIR" --dev_file "$DATA_DIR/chnsenticorp/dev.tsv" \
+    --limit "$LIMIT" --output "$OUT/inference.json"
+for i in 0 1 2 3 4 5; do
+    "$PYTHON" scripts/results.py add "$NAME" --file "$OUT/inference.json" --index $i \
+        --metric backend=backend --metric batch=batch_size --metric "examples/s=examples_per_s" \
+        --metric "x torch=speedup_vs_torch" --metric "p50 ms=p50_ms" --metric "p95 ms=p95_ms" \
+        --metric accuracy=accuracy --set _row=$i
+done
+"$PYTHON" scripts/results.py render "$NAME"
