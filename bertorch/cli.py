@@ -44,6 +44,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--train_data_file", required=True, help="training data file")
     g.add_argument("--dev_data_file", default=None, help="dev data file, evaluated every --eval_steps")
+    g.add_argument("--label_file", default=None,
+                   help="labels.txt: one label a line, in id order (required by classification, NER and NLI)")
     g.add_argument("--data_dir", default=None,
                    help="where relative data paths are looked up (also $BERTORCH_DATA_DIR; then ./data, "
                         "../shared/data)")
@@ -117,7 +119,7 @@ def build_parser(task_cls, description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser, task_cls=None) -> None:
     """Flag combinations that cannot work are refused before any data or model is loaded."""
     if args.fp16 and args.bf16:
         parser.error("--fp16 and --bf16 are exclusive")
@@ -130,6 +132,9 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error("give --epochs >= 1 or --max_steps > 0")
     if not 1 <= args.max_seq_length <= 4096:
         parser.error(f"--max_seq_length must be in [1, 4096], got {args.max_seq_length}")
+    for name in getattr(task_cls, "required_flags", ()):
+        if getattr(args, name, None) in (None, ""):
+            parser.error(f"the following arguments are required: --{name}")
     args.eval_batch_size = args.eval_batch_size or args.batch_size
     if args.eval_steps is None:
         args.eval_steps = args.save_steps
@@ -161,7 +166,7 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
 
     parser = build_parser(task_cls, description)
     args = parser.parse_args(argv)
-    validate_args(args, parser)
+    validate_args(args, parser, task_cls)
     env = D.setup(no_cuda=args.no_cuda)
     setup_logging(env.is_main)
     try:

@@ -71,9 +71,20 @@ class Predictor:
             raise TypeError(f"{model_dir} holds a {info['task']} model, not a {cls.__name__}")
         return target.load(model_dir, info, backend=backend, device=device, **kwargs)
 
+    auto_class = "AutoModel"  # the transformers class the torch backend loads (by name: imported lazily)
+    onnx_output = "logits"     # the graph output this predictor reads
+
     @classmethod
     def load(cls, model_dir: str, info: dict, backend: str = "torch", device: str | None = None, **kwargs):
-        raise NotImplementedError
+        if backend == "onnx":
+            from bertorch.onnx import onnx_predictor
+            return onnx_predictor(cls, model_dir, info, device, output=cls.onnx_output, **kwargs)
+        if backend != "torch":
+            raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
+        import transformers
+
+        model = getattr(transformers, cls.auto_class).from_pretrained(model_dir)
+        return cls(model_dir, info, TorchBackend(model, device))
 
     def batches(self, n: int, lengths: Sequence[int], batch_size: int):
         """Index batches sorted by length (dense batches); results are put back in input order."""
@@ -115,14 +126,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 class ClassificationPredictor(Predictor):
-    @classmethod
-    def load(cls, model_dir, info, backend="torch", device=None, **kwargs):
-        if backend == "onnx":
-            from bertorch.onnx import onnx_predictor
-            return onnx_predictor(cls, model_dir, info, device, output="logits", **kwargs)
-        from transformers import AutoModelForSequenceClassification
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-        return cls(model_dir, info, TorchBackend(model, device))
+    auto_class = "AutoModelForSequenceClassification"
 
     @property
     def labels(self) -> list[str]:

@@ -96,7 +96,7 @@ def test_gathered_negatives_equal_one_process_on_concatenated_batch(tiny_bert, t
             for process in context.processes:
                 process.kill()
             pytest.fail(f"the {WORLD} ranks did not finish within {TIMEOUT} s")
-    per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     model = make_model(tiny_bert)
     vocab = model.backbone.config.vocab_size
     for case, (symmetric, text_ids) in CASES.items():

@@ -15,12 +15,14 @@ from transformers import AutoConfig
 
 from bertorch.data.readers import DataError, iter_lines
 from bertorch.models.tagger import decode_document, load_crf_arrays
-from bertorch.predict import Predictor, TorchBackend
+from bertorch.predict import Predictor
 from bertorch.tagging import extract_entities, segment_words, to_seqeval_tags, validate_tag_set
 from bertorch.tasks.ner import encode_documents
 
 
 class TaggerPredictor(Predictor):
+    auto_class = "AutoModelForTokenClassification"  # the CRF stays in numpy: its transitions sit beside the model
+
     def __init__(self, model_dir: str, info: dict, backend, tokenizer=None):
         super().__init__(model_dir, info, backend, tokenizer)
         config = AutoConfig.from_pretrained(model_dir)
@@ -30,14 +32,6 @@ class TaggerPredictor(Predictor):
         self.stride = int(info.get("doc_stride", 32))
         self.crf = load_crf_arrays(model_dir) if info.get("use_crf") else None
 
-    @classmethod
-    def load(cls, model_dir, info, backend="torch", device=None, **kwargs):
-        if backend == "onnx":
-            from bertorch.onnx import onnx_predictor  # the CRF stays in numpy: transitions sit beside the graph
-            return onnx_predictor(cls, model_dir, info, device, output="logits", **kwargs)
-        from transformers import AutoModelForTokenClassification
-        model = AutoModelForTokenClassification.from_pretrained(model_dir)
-        return cls(model_dir, info, TorchBackend(model, device))
 
     def predict(self, texts: Sequence[str | Sequence[str]], batch_size: int = 32) -> list[dict]:
         """Per input: {"text", "tags" (one per character), "entities" [{"type","start","end","text"}]}

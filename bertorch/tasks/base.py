@@ -24,6 +24,7 @@ from bertorch.predict import TASK_FILE
 
 class Task:
     name = "task"
+    required_flags: tuple[str, ...] = ()  # shared flags this task cannot do without (checked by the CLI)
     metric_for_best = "accuracy"
     greater_is_better = True
 

@@ -37,12 +37,12 @@ def tokenize_examples(tokenizer, examples: list[TextExample], max_length: int) -
 
 class ClassificationTask(Task):
     name = "classification"
+    required_flags = ("label_file",)
     metric_for_best = "accuracy"
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("classification")
-        group.add_argument("--label_file", required=True, help="labels.txt: one label a line, in id order")
         group.add_argument("--is_text_pair", action="store_true",
                            help="text-pair data (text_a\\ttext_b\\tlabel) instead of text\\tlabel")
 

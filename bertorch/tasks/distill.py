@@ -75,6 +75,7 @@ def read_aux(path: str, is_text_pair: bool, limit: int | None) -> list[TextExamp
 
 class DistillTask(Task):
     name = "distill"
+    required_flags = ("label_file",)
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:

@@ -142,12 +142,12 @@ def sequence_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str) 
 
 class NerTask(Task):
     name = "ner"
+    required_flags = ("label_file",)
     metric_for_best = "f1"
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("sequence labelling")
-        g.add_argument("--label_file", required=True, help="labels.txt: one tag a line, in id order")
         g.add_argument("--tag", choices=SCHEMES, default=None,
                        help="tag scheme labels.txt must follow (None: detected from labels.txt)")
         g.add_argument("--use_crf", action="store_true", help="a CRF over the per-character scores")

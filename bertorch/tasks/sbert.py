@@ -23,8 +23,6 @@ class SentenceBertTask(SentenceTask):
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
         super().add_args(parser)
         g = parser.add_argument_group("sentence-bert")
-        g.add_argument("--label_file", default=None,
-                       help="labels.txt, one label a line (required with --is_nli; default: 0 and 1)")
         g.add_argument("--is_nli", action="store_true",
                        help="NLI data (entailment/neutral/contradiction from --label_file) instead of 0/1 similarity")
         g.add_argument("--concat_multiply", action="store_true",
