@@ -76,6 +76,7 @@ class SentenceTask(Task):
 
     def pair_features(self, examples: Sequence[TextExample], split: str) -> list[dict]:
         """`{"sentences": [ids_a, ids_b], "text_ids": [a, b]}` per example; a single text is used twice."""
+        examples = self.take(list(examples), "train" if split == "train" else "dev")
         n = len(examples)
         ids = self.sentence_ids([e.text_a for e in examples] +
                                 [e.text_a if e.text_b is None else e.text_b for e in examples], split)
