@@ -36,8 +36,12 @@ launch() {  # launch SCRIPT ARGS...: one process, or torchrun with NPROC process
     fi
 }
 
-train_args() {  # the budget flags every run shares
-    echo --pretrained_model_name_or_path "$MODEL" --data_dir "$DATA_DIR" --epochs "$EPOCHS" \
+train_args() {  # the model and the budget flags every run shares
+    echo --pretrained_model_name_or_path "$MODEL" $(budget_args)
+}
+
+budget_args() {  # the budget flags alone (distillation names its student itself)
+    echo --data_dir "$DATA_DIR" --epochs "$EPOCHS" \
         --max_steps "$MAX_STEPS" --batch_size "$BATCH_SIZE" --max_seq_length "$MAX_SEQ_LENGTH" \
         --overwrite_output_dir --save_steps 0 --logging_steps 50 "${SAMPLES[@]}"
 }

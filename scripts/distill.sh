@@ -13,16 +13,17 @@ add() {
         --metric student_accuracy=student_accuracy --metric retained=metric_retained \
         --metric parameters=student_parameters --metric size_ratio=size_ratio --metric speedup=speedup
 }
-launch run_distill.py $(train_args) "${DATA[@]}" --task classification --teacher_model_dir "$TEACHER" \
+launch run_distill.py $(budget_args) "${DATA[@]}" --task classification --teacher_model_dir "$TEACHER" \
     --student_layers 2 --saved_dir "$OUT/layers2" --learning_rate 1e-4
 add "$OUT/layers2" "teacher's layers 2 of N (KD)"
 "$PYTHON" - "$OUT/student4x312.json" "$TEACHER" <<'PY'
 import json, sys
 config = json.load(open(sys.argv[2] + "/config.json"))
-config.update(num_hidden_layers=4, hidden_size=312, num_attention_heads=12, intermediate_size=1200)
+config.update(num_hidden_layers=min(4, config["num_hidden_layers"]), hidden_size=312,
+              intermediate_size=1200)  # never deeper than the teacher; as many heads (attention matches)
 json.dump(config, open(sys.argv[1], "w"))
 PY
-launch run_distill.py $(train_args) "${DATA[@]}" --task classification --teacher_model_dir "$TEACHER" \
+launch run_distill.py $(budget_args) "${DATA[@]}" --task classification --teacher_model_dir "$TEACHER" \
     --student_model "$OUT/student4x312.json" --matches tinybert --saved_dir "$OUT/student4x312" --learning_rate 1e-4
 add "$OUT/student4x312" "4x312 random + tinybert matches"
 "$PYTHON" scripts/results.py render "$NAME"
