@@ -88,7 +88,8 @@ def plot_curves(output_dir: str, metric: str) -> str | None:
     if eval_loss:
         ax_loss.plot(*zip(*eval_loss), marker="o", label="dev loss")
     ax_loss.set(xlabel="step", ylabel="loss", title="loss")
-    ax_loss.legend()
+    if ax_loss.get_legend_handles_labels()[0]:
+        ax_loss.legend()
     points = [(r["step"], r[metric]) for r in evals if metric in r]
     if points:
         ax_metric.plot(*zip(*points), marker="o", color="tab:green")
