@@ -18,7 +18,8 @@ from transformers import AutoTokenizer
 from bertorch.data.batching import TrainBatchSampler, collate_encodings
 from bertorch.data.readers import resolve_path
 from bertorch.distributed import DistEnv
-from bertorch.models.base import ModelError, TaskModel, check_model_path
+from bertorch.losses.classification import build_loss
+from bertorch.models.base import ModelError, TaskModel, check_model_path, load_config, set_classifier_dropout
 from bertorch.predict import TASK_FILE
 
 
@@ -104,6 +105,20 @@ class Task:
         raise NotImplementedError
 
     # -- model ----------------------------------------------------------------------------------------
+    def labelled_config(self):
+        """The backbone's config with this task's labels (the real id2label lands in config.json) and
+        the head dropout of --dropout_rate."""
+        config = load_config(self.args.pretrained_model_name_or_path, num_labels=len(self.labels),
+                             id2label=dict(enumerate(self.labels)),
+                             label2id={label: i for i, label in enumerate(self.labels)})
+        set_classifier_dropout(config, self.args.dropout_rate)
+        return config
+
+    def hard_label_loss(self):
+        """--loss_type with its options, for this task's label count."""
+        a = self.args
+        return build_loss(a.loss_type, len(self.labels), a.label_smoothing, a.focal_gamma, a.focal_alpha)
+
     def lr_overrides(self) -> dict[str, float]:
         """Parameter-name prefix -> learning rate, e.g. a larger LR for a CRF layer."""
         return {}

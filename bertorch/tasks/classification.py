@@ -7,9 +7,7 @@ import torch
 from loguru import logger
 
 from bertorch.data.readers import TextExample, read_classification, read_labels
-from bertorch.losses.classification import build_loss
 from bertorch.metrics import classification_metrics
-from bertorch.models.base import load_config, set_classifier_dropout
 from bertorch.models.classifier import SequenceClassifier
 from bertorch.tasks.base import Task
 
@@ -70,14 +68,8 @@ class ClassificationTask(Task):
         return features
 
     def build_model(self) -> SequenceClassifier:
-        args = self.args
-        config = load_config(args.pretrained_model_name_or_path, num_labels=len(self.labels),
-                             id2label=dict(enumerate(self.labels)),
-                             label2id={label: i for i, label in enumerate(self.labels)})
-        set_classifier_dropout(config, args.dropout_rate)
-        loss_fn = build_loss(args.loss_type, len(self.labels), args.label_smoothing, args.focal_gamma,
-                             args.focal_alpha)
-        return SequenceClassifier.from_pretrained(args.pretrained_model_name_or_path, config, loss_fn)
+        return SequenceClassifier.from_pretrained(self.args.pretrained_model_name_or_path, self.labelled_config(),
+                                                  self.hard_label_loss())
 
     def task_info(self) -> dict:
         return {**super().task_info(), "is_text_pair": self.args.is_text_pair}

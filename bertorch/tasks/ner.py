@@ -18,8 +18,7 @@ from loguru import logger
 
 from bertorch.data.batching import collate_encodings, pad_sequences
 from bertorch.data.readers import DataError, iter_lines, read_jsonl, read_labels
-from bertorch.losses.classification import IGNORE_INDEX, build_loss
-from bertorch.models.base import load_config, set_classifier_dropout
+from bertorch.losses.classification import IGNORE_INDEX
 from bertorch.models.tagger import Tagger, decode_document
 from bertorch.tagging import (SCHEMES, count_illegal_transitions, illegal_transition_example, make_windows,
                               to_seqeval_tags, validate_tag_set, word_prf)
@@ -203,11 +202,7 @@ class NerTask(Task):
 
     def build_model(self) -> Tagger:
         a = self.args
-        config = load_config(a.pretrained_model_name_or_path, num_labels=len(self.labels),
-                             id2label=dict(enumerate(self.labels)),
-                             label2id={label: i for i, label in enumerate(self.labels)})
-        set_classifier_dropout(config, a.dropout_rate)
-        loss_fn = build_loss(a.loss_type, len(self.labels), a.label_smoothing, a.focal_gamma, a.focal_alpha)
+        config, loss_fn = self.labelled_config(), self.hard_label_loss()
         if a.use_crf:
             if a.loss_type != "cross_entropy":
                 logger.warning(f"--loss_type {a.loss_type} is ignored with --use_crf: the CRF trains on its "

@@ -7,7 +7,6 @@ import argparse
 
 from bertorch.data.readers import read_labels
 from bertorch.data.sentence import read_labelled_pairs
-from bertorch.losses.classification import build_loss
 from bertorch.metrics import classification_metrics, correlation_metrics
 from bertorch.models.biencoder import PairClassifier
 from bertorch.tasks.sentence import SentenceTask, pair_cosine
@@ -36,8 +35,7 @@ class SentenceBertTask(SentenceTask):
         self.tokenizer = self.load_tokenizer(args.pretrained_model_name_or_path)
         self.train_features = self.featurize(args.train_data_file, "train")
         self.eval_features = self.featurize(args.dev_data_file, "dev") if args.dev_data_file else []
-        loss_fn = build_loss(args.loss_type, len(self.labels), args.label_smoothing, args.focal_gamma,
-                             args.focal_alpha)
+        loss_fn = self.hard_label_loss()
         self.model = self.build_model(lambda size: PairClassifier(size, len(self.labels), args.concat_multiply,
                                                                   loss_fn, args.dropout_rate or 0.0))
 
