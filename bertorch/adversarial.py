@@ -69,8 +69,12 @@ class PGD:
                 # gradients to the clean ones. Gradients are written in place to keep DDP's views valid.
                 last = k == self.steps - 1
                 for p, g in zip(params, clean_grads):
-                    if p.grad is not None:
-                        p.grad.copy_(g) if (last and g is not None) else p.grad.zero_()
+                    if p.grad is None:
+                        continue
+                    if last and g is not None:
+                        p.grad.copy_(g)
+                    else:
+                        p.grad.zero_()
                 backward(loss_fn(), last)
         finally:
             self.weight.data.copy_(original)
