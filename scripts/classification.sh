@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Dev accuracy and macro-F1 of run_classifier.py on ChnSentiCorp, AFQMC (text pairs) and TNEWS.
 source "$(dirname "$0")/common.sh"
-rm -f "$RESULTS/$NAME.json"
+fresh_table
 run() {  # run DATASET TRAIN DEV LABELS [flags...]
     local name=$1 train=$2 dev=$3 labels=$4; shift 4
     have "$train" || return 0

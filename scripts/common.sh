@@ -5,6 +5,7 @@
 #   EPOCHS, MAX_STEPS, BATCH_SIZE, MAX_SEQ_LENGTH   training budget
 #   OUT       where runs go (default: outputs/<script>); results land in results/<script>.{md,json}
 #   QUICK=1   tiny random model and a few steps per run: checks the whole pipeline in minutes
+#   KEEP_ROWS=1  keep the table's other rows (rerun a few datasets); rows of the same run are replaced
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -24,7 +25,7 @@ else
 fi
 SAMPLES=()
 [ "$QUICK" = 1 ] && SAMPLES=(--max_train_samples 200 --max_eval_samples 200)
-export MODEL EPOCHS MAX_STEPS QUICK RESULTS
+export MODEL EPOCHS MAX_STEPS BATCH_SIZE MAX_SEQ_LENGTH QUICK RESULTS
 mkdir -p "$OUT" "$RESULTS"
 
 launch() {  # launch SCRIPT ARGS...: one process, or torchrun with NPROC processes
@@ -50,4 +51,8 @@ have() {  # have FILE: true if the data file exists, else say which split is mis
     if [ -f "$DATA_DIR/$1" ]; then return 0; fi
     echo "[$NAME] $DATA_DIR/$1 is not available; skipping (pass its path through DATA_DIR)" >&2
     return 1
+}
+
+fresh_table() {  # start results/NAME.json afresh unless KEEP_ROWS=1 (each row records its own steps)
+    [ "${KEEP_ROWS:-0}" = 1 ] || fresh_table
 }

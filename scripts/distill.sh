@@ -2,7 +2,7 @@
 # Teacher (fine-tuned MODEL on ChnSentiCorp) vs distilled students: the teacher's first 2 layers, and a
 # 4-layer 312-hidden random student with TinyBERT matches: dev accuracy, parameters, size, CPU speed.
 source "$(dirname "$0")/common.sh"
-rm -f "$RESULTS/$NAME.json"
+fresh_table
 TEACHER=${TEACHER:-$OUT/teacher}
 DATA=(--train_data_file chnsenticorp/train.tsv --dev_data_file chnsenticorp/dev.tsv --label_file chnsenticorp/labels.txt)
 if [ ! -f "$TEACHER/config.json" ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sentence-BERT on AFQMC (dev accuracy, and zero-shot on LCQMC dev); NLI where a train split is given.
 source "$(dirname "$0")/common.sh"
-rm -f "$RESULTS/$NAME.json"
+fresh_table
 have afqmc/train.txt || exit 0
 launch run_sentencebert.py $(train_args) --train_data_file afqmc/train.txt --dev_data_file afqmc/dev.txt \
     --saved_dir "$OUT/afqmc" --pooling_mode mean --learning_rate 5e-5 --concat_multiply

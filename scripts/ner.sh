@@ -2,7 +2,7 @@
 # Dev entity F1 (seqeval) of run_ner.py, BERT+Linear and BERT+CRF, on msra, resume, ontonote4, weibo,
 # peoples_daily (BIO) and word segmentation cws/pku1998 (B/M/E/S; word F1 too).
 source "$(dirname "$0")/common.sh"
-rm -f "$RESULTS/$NAME.json"
+fresh_table
 DATASETS=${DATASETS:-"msra resume ontonote4 weibo peoples_daily/bio cws/pku1998"}
 for ds in $DATASETS; do
     case $ds in cws/*) dir=$ds ;; *) dir=ner/$ds ;; esac

@@ -2,7 +2,7 @@
 # PyTorch eager vs ONNX fp32 vs ONNX int8 on ChnSentiCorp dev: throughput, latency and accuracy, one run.
 # MODEL_DIR: a fine-tuned classifier to export (default: fine-tune one here with the common budget).
 source "$(dirname "$0")/common.sh"
-rm -f "$RESULTS/$NAME.json"
+fresh_table
 MODEL_DIR=${MODEL_DIR:-$OUT/classifier}
 if [ ! -f "$MODEL_DIR/config.json" ]; then
     launch run_classifier.py $(train_args) --train_data_file chnsenticorp/train.tsv \

@@ -50,12 +50,15 @@ def add(args) -> None:
         if value is None:
             raise SystemExit(f"{source}: no value for {key!r} (have: {', '.join(values)})")
         row[column] = round(value, 4) if isinstance(value, float) else value
+    if "global_step" in values:  # each row states its own budget: partial reruns mix budgets in one table
+        row.setdefault("steps", values["global_step"])
     if "train_seconds" in values:
         row.setdefault("train time (s)", round(values["train_seconds"]))
     table["rows"] = [r for r in table["rows"] if any(r.get(k) != v for k, v in identity.items())]
     table["rows"].append(row)
     table["meta"] = {"hardware": f"{cpu_name()}, {os.cpu_count()} cores", "model": os.environ.get("MODEL", ""),
-                     "epochs": os.environ.get("EPOCHS", ""), "max_steps": os.environ.get("MAX_STEPS", ""),
+                     "batch_size": os.environ.get("BATCH_SIZE", ""),
+                     "max_seq_length": os.environ.get("MAX_SEQ_LENGTH", ""),
                      "quick": os.environ.get("QUICK", "0"), "date": time.strftime("%Y-%m-%d")}
     os.makedirs(RESULTS_DIR, exist_ok=True)
     with open(os.path.join(RESULTS_DIR, f"{args.name}.json"), "w", encoding="utf-8") as f:
@@ -68,11 +71,11 @@ def render(args) -> str:
     for row in table["rows"]:
         columns += [c for c in row if c not in columns]
     columns = [c for c in columns if not c.startswith("_")]  # "_" columns only identify rows
-    columns.sort(key=lambda c: c == "train time (s)")  # measurements first, cost last
+    columns.sort(key=lambda c: c in ("steps", "train time (s)"))  # measurements first, budget and cost last
     meta = table.get("meta", {})
     lines = [f"<!-- written by scripts/results.py from results/{args.name}.json -->",
              f"Measured on {meta.get('hardware', '?')}; model `{os.path.basename(meta.get('model', '').rstrip('/'))}`; "
-             f"epochs {meta.get('epochs')}, max steps {meta.get('max_steps')}; {meta.get('date', '')}"
+             f"batch {meta.get('batch_size', '?')}, max length {meta.get('max_seq_length', '?')}; {meta.get('date', '')}"
              + (" (QUICK mode: pipeline check, not real figures)" if meta.get("quick") == "1" else ""), "",
              "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in table["rows"]:

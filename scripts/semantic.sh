@@ -2,7 +2,7 @@
 # STS-B dev Spearman/Pearson: the model's raw mean pooling, after unsupervised SimCSE on unsup sentences,
 # and after in-batch negatives on AFQMC's label-1 pairs (continuing from SimCSE, as bertorch's README does).
 source "$(dirname "$0")/common.sh"
-rm -f "$RESULTS/$NAME.json"
+fresh_table
 DEV=stsb/sts-b-dev.txt
 have $DEV || exit 0
 add() { "$PYTHON" scripts/results.py add "$NAME" "$@" --metric spearman=spearman --metric pearson=pearson; }
