@@ -23,6 +23,7 @@ from bertorch.logging import setup_logging
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
 from bertorch.models.base import ModelError
 from bertorch.optim import SCHEDULERS
+from bertorch.predict import TASK_FILE
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -42,7 +43,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
-    g.add_argument("--train_data_file", required=True, help="training data file")
+    g.add_argument("--train_data_file", default=None, help="training data file (required unless --no-do_train)")
     g.add_argument("--dev_data_file", default=None, help="dev data file, evaluated every --eval_steps")
     g.add_argument("--label_file", default=None,
                    help="labels.txt: one label a line, in id order (required by classification, NER and NLI)")
@@ -60,6 +61,12 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("training")
+    g.add_argument("--do_train", action=argparse.BooleanOptionalAction, default=True,
+                   help="train; --no-do_train only evaluates --dev_data_file (on every rank, gathered) with the "
+                        "model of --pretrained_model_name_or_path (a saved model directory) or --init_from_ckpt, "
+                        "and writes all_results.json and metrics.jsonl as a training run does; no training data")
+    g.add_argument("--eval_only", dest="do_train", action="store_false", default=argparse.SUPPRESS,
+                   help="the same as --no-do_train")
     g.add_argument("--batch_size", "--per_device_train_batch_size", type=int, default=32,
                    help="examples per device per micro-batch")
     g.add_argument("--eval_batch_size", type=int, default=None, help="dev batch size (default: --batch_size)")
@@ -132,6 +139,10 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser, tas
         parser.error("give --epochs >= 1 or --max_steps > 0")
     if not 1 <= args.max_seq_length <= 4096:
         parser.error(f"--max_seq_length must be in [1, 4096], got {args.max_seq_length}")
+    if args.do_train and not args.train_data_file:
+        parser.error("the following arguments are required: --train_data_file (or --no-do_train to evaluate only)")
+    if not args.do_train:
+        validate_eval_only(args, parser, task_cls)
     for name in getattr(task_cls, "required_flags", ()):
         if getattr(args, name, None) in (None, ""):
             parser.error(f"the following arguments are required: --{name}")
@@ -141,6 +152,60 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser, tas
     env_local = os.environ.get("LOCAL_RANK")
     if args.local_rank is not None and env_local is not None and int(env_local) != args.local_rank:
         parser.error(f"--local_rank {args.local_rank} disagrees with LOCAL_RANK={env_local} from the launcher")
+
+
+def validate_eval_only(args: argparse.Namespace, parser: argparse.ArgumentParser, task_cls) -> None:
+    if not args.dev_data_file:
+        parser.error("--no-do_train evaluates --dev_data_file: give one")
+    if args.resume_from_checkpoint:
+        parser.error("--no-do_train does not resume training: give the checkpoint to evaluate as --init_from_ckpt")
+    if task_cls is not None:
+        from bertorch.tasks.distill import DistillTask
+        if issubclass(task_cls, DistillTask):
+            parser.error("run_distill.py has no --no-do_train mode: the distilled student is a plain model directory, "
+                         "so evaluate it with run_classifier.py or run_ner.py --no-do_train "
+                         "--pretrained_model_name_or_path STUDENT_DIR")
+
+
+def evaluation_only(task_cls):
+    """`task_cls` reading no training data and evaluating saved weights (--no-do_train).
+
+    Tasks read their training file in `setup()`; here they are handed the dev file instead (same format,
+    read but never tokenised: `take` keeps none of it), and contrastive tasks, whose training file has
+    another format, read nothing. The weights come from --init_from_ckpt, else from
+    --pretrained_model_name_or_path when it is a saved bertorch directory (heads, CRF, pooling included).
+    """
+    class EvalOnly(task_cls):
+        def setup(self) -> None:
+            self.args.train_data_file = self.args.dev_data_file
+            try:
+                super().setup()
+            finally:
+                self.args.train_data_file = None
+
+        def take(self, examples: list, split: str) -> list:
+            return [] if split == "train" else super().take(examples, split)
+
+        def read_train(self) -> list:
+            return []
+
+        def init_weights(self, model) -> None:
+            a = self.args
+            source = a.init_from_ckpt or a.pretrained_model_name_or_path
+            if not a.init_from_ckpt and not os.path.isfile(os.path.join(source, TASK_FILE)):
+                logger.info(f"evaluating {source} as loaded (no {TASK_FILE}: a task head on top is new)")
+                return
+            if not os.path.exists(source):
+                raise ModelError(f"--init_from_ckpt {source!r}: no such file or directory")
+            missing = model.load_weights(source, strict=False)
+            if missing:
+                logger.warning(f"{source} has no weights for {missing}: they are randomly initialised, so the "
+                               f"metrics are not those of a trained model (saved with other flags, e.g. "
+                               f"--pooling_mode, --output_emb_size, --concat_multiply, --use_crf?)")
+            logger.info(f"evaluating the weights of {source}")
+
+    EvalOnly.__name__ = EvalOnly.__qualname__ = f"EvalOnly{task_cls.__name__}"
+    return EvalOnly
 
 
 def check_output_dir(args: argparse.Namespace) -> None:
@@ -173,13 +238,14 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
         check_output_dir(args)
         D.barrier()  # every rank checks before rank 0 writes anything there
         set_seed(args.seed)
-        task = task_cls(args, env)
+        task = (task_cls if args.do_train else evaluation_only(task_cls))(args, env)
         task.setup()
         if env.is_main:
             os.makedirs(args.saved_dir, exist_ok=True)
             with open(os.path.join(args.saved_dir, "training_args.json"), "w", encoding="utf-8") as f:
                 json.dump(vars(args), f, indent=2, ensure_ascii=False)
-        return Trainer(task, args, env).train()
+        trainer = Trainer(task, args, env)
+        return trainer.train() if args.do_train else trainer.evaluate_only()
     except (DataError, ModelError, TrainingDiverged, FileNotFoundError, ValueError) as e:
         logger.error(str(e))
         raise SystemExit(f"error: {e}") from None

@@ -47,6 +47,16 @@ class Trainer:
         self.output_dir = args.saved_dir
         self.model = task.model.to(env.device)
         self.raw_model = self.model
+        self.amp_dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
+        self.state = TrainState()
+        self.metrics = MetricsWriter(self.output_dir, env.is_main)
+        self.training = getattr(args, "do_train", True)
+        if self.training:  # --no-do_train needs none of this: evaluate_only() uses the unwrapped model
+            self.prepare_training()
+
+    def prepare_training(self) -> None:
+        """Sampler, optimiser, schedule, loss scaler, adversary and the DDP wrapper."""
+        task, args, env = self.task, self.args, self.env
         self.sampler = task.train_sampler()
         self.accum = args.gradient_accumulation_steps
         self.steps_per_epoch = math.ceil(len(self.sampler) / self.accum)
@@ -56,13 +66,10 @@ class Trainer:
                                     args.layerwise_lr_decay, num_layers, task.lr_overrides())
         self.optimizer = build_optimizer(groups, args.learning_rate)
         self.scheduler = build_scheduler(args.scheduler, self.optimizer, self.total_steps, args.warmup_proportion)
-        self.amp_dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
         self.scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
         self.adversary = build_adversary(args.adversarial, self.raw_model.backbone.get_input_embeddings(),
                                          args.adv_epsilon, args.adv_alpha, args.adv_steps)
-        self.state = TrainState()
         self.step_loss: torch.Tensor | None = None  # summed over the micro-batches of the current step
-        self.metrics = MetricsWriter(self.output_dir, env.is_main)
         if env.is_distributed:
             ids = [env.local_rank] if env.device.type == "cuda" else None
             self.model = DDP(self.model, device_ids=ids, find_unused_parameters=args.find_unused_parameters)
@@ -245,7 +252,7 @@ class Trainer:
             value > s.best_metric if self.task.greater_is_better else value < s.best_metric))
         if better:
             s.best_metric, s.best_step = value, s.global_step
-            if self.args.save_best_model:
+            if self.args.save_best_model and self.training:
                 self.save_model(os.path.join(self.output_dir, "best"))
                 logger.info(f"new best {self.task.metric_for_best}: {value:.5f}, saved to "
                             f"{os.path.join(self.output_dir, 'best')}")
@@ -293,6 +300,28 @@ class Trainer:
         if self.task.eval_features and last_eval != s.global_step:
             self.evaluate_and_keep_best()
         self.save_model(self.output_dir, into_existing=True)  # beside checkpoints, best/ and the logs
+        results = self.write_results(train_seconds)
+        if self.env.is_main:
+            plot_curves(self.output_dir, self.task.metric_for_best)
+        logger.info(f"training done: {format_metrics(results)}; model saved to {self.output_dir}")
+        return results
+
+    def evaluate_only(self) -> dict:
+        """--no-do_train: one evaluation of the model as loaded, gathered from every rank like the trainer's,
+        written as a training run's end is (all_results.json with global_step 0, metrics.jsonl)."""
+        e = self.env
+        logger.info(f"***** {self.task.name}: evaluation only, {len(self.task.eval_features)} dev examples, "
+                    f"world size = {e.world_size}, device = {e.device}, precision = {self.amp_dtype or torch.float32} *****")
+        if not self.task.eval_features:
+            raise ValueError(f"--dev_data_file {self.args.dev_data_file}: no dev examples to evaluate")
+        self.evaluate_and_keep_best()
+        results = self.write_results(train_seconds=0.0)
+        logger.info(f"evaluation done: {format_metrics(results)}; results in {self.output_dir}")
+        return results
+
+    def write_results(self, train_seconds: float) -> dict:
+        """all_results.json: budget, best and final dev metrics (what scripts/results.py reads)."""
+        s = self.state
         results = {"global_step": s.global_step, "train_seconds": round(train_seconds, 1), "best_step": s.best_step,
                    f"best_{self.task.metric_for_best}": s.best_metric,
                    **{f"final_{k}": v for k, v in (s.history[-1] if s.history else {}).items() if k != "step"}}
@@ -300,7 +329,4 @@ class Trainer:
             with open(os.path.join(self.output_dir, "all_results.json"), "w", encoding="utf-8") as f:
                 json.dump(results, f, indent=2, ensure_ascii=False)
             self.metrics.close()
-            plot_curves(self.output_dir, self.task.metric_for_best)
-        logger.info(f"training done: {format_metrics(results)}; model saved to {self.output_dir}")
         return results
-
