@@ -8,9 +8,8 @@ launch run_sentencebert.py $(train_args) --train_data_file afqmc/train.txt --dev
 "$PYTHON" scripts/results.py add "$NAME" --run "$OUT/afqmc" --set dataset=AFQMC --set trained_on=AFQMC \
     --metric accuracy=best_accuracy
 if have lcqmc/dev.txt; then   # LCQMC has no train split here: zero-shot with the AFQMC model
-    launch run_sentencebert.py $(train_args) --train_data_file afqmc/train.txt --dev_data_file lcqmc/dev.txt \
-        --saved_dir "$OUT/lcqmc" --init_from_ckpt "$OUT/afqmc" --pooling_mode mean --concat_multiply \
-        --learning_rate 1e-12 --max_steps 1
+    launch run_sentencebert.py $(train_args) --no-do_train --dev_data_file lcqmc/dev.txt \
+        --saved_dir "$OUT/lcqmc" --init_from_ckpt "$OUT/afqmc" --pooling_mode mean --concat_multiply
     "$PYTHON" scripts/results.py add "$NAME" --run "$OUT/lcqmc" --set dataset=LCQMC --set trained_on="AFQMC (zero-shot)" \
         --metric accuracy=best_accuracy
 fi
