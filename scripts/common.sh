@@ -3,8 +3,12 @@
 #   DATA_DIR  where the datasets live (default: ../shared/data next to this checkout)
 #   NPROC     processes per run; > 1 launches torchrun
 #   EPOCHS, MAX_STEPS, BATCH_SIZE, MAX_SEQ_LENGTH   training budget
-#   OUT       where runs go (default: outputs/<script>); results land in results/<script>.{md,json}
-#   QUICK=1   tiny random model and a few steps per run: checks the whole pipeline in minutes
+#   OUT       where runs go (default: outputs/<script>)
+#   RESULTS   where the tables go, as <script>.{md,json} (default: results/, which the README shows)
+#   QUICK=1   tiny random model (built once in TINY_MODEL), a few steps per run on 200 training / 100 dev
+#             examples, fewer datasets per table, and every run in one warm Python process
+#             (scripts/runner.py): checks the whole pipeline in minutes. Its runs and tables default to
+#             outputs/quick/, never over the real ones.
 #   KEEP_ROWS=1  keep the table's other rows (rerun a few datasets); rows of the same run are replaced
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,26 +18,34 @@ NAME=${NAME:-$(basename "$0" .sh)}
 DATA_DIR=${DATA_DIR:-$(cd "$ROOT/.." && pwd)/shared/data}
 NPROC=${NPROC:-1}
 QUICK=${QUICK:-0}
-OUT=${OUT:-$ROOT/outputs/$NAME}
-RESULTS=${RESULTS:-$ROOT/results}
+
+source "$ROOT/scripts/runner.sh"
+
 if [ "$QUICK" = 1 ]; then
+    OUT=${OUT:-$ROOT/outputs/quick/$NAME}; RESULTS=${RESULTS:-$ROOT/outputs/quick/results}
     EPOCHS=${EPOCHS:-1}; MAX_STEPS=${MAX_STEPS:-3}; BATCH_SIZE=${BATCH_SIZE:-8}; MAX_SEQ_LENGTH=${MAX_SEQ_LENGTH:-64}
-    MODEL=${MODEL:-$("$PYTHON" -m bertorch.models.random_init --data_dir "$DATA_DIR" "$ROOT/outputs/tiny-random-bert")}
+    [ -n "${RUNNER_SOCKET:-}" ] || start_runner
+    TINY_MODEL=${TINY_MODEL:-$ROOT/outputs/tiny-random-bert}
+    if [ -z "${MODEL:-}" ] && [ ! -f "$TINY_MODEL/tokenizer_config.json" ]; then  # built once, not once per script
+        py -m bertorch.models.random_init --data_dir "$DATA_DIR" "$TINY_MODEL" > /dev/null
+    fi
+    MODEL=${MODEL:-$TINY_MODEL}
 else
+    OUT=${OUT:-$ROOT/outputs/$NAME}; RESULTS=${RESULTS:-$ROOT/results}
     EPOCHS=${EPOCHS:-3}; MAX_STEPS=${MAX_STEPS:--1}; BATCH_SIZE=${BATCH_SIZE:-32}; MAX_SEQ_LENGTH=${MAX_SEQ_LENGTH:-128}
     MODEL=${MODEL:-$("$PYTHON" -m bertorch.pretrained)}
 fi
 SAMPLES=()
-[ "$QUICK" = 1 ] && SAMPLES=(--max_train_samples 200 --max_eval_samples 200)
+[ "$QUICK" = 1 ] && SAMPLES=(--max_train_samples 200 --max_eval_samples 100)
 export MODEL EPOCHS MAX_STEPS BATCH_SIZE MAX_SEQ_LENGTH QUICK RESULTS
 mkdir -p "$OUT" "$RESULTS"
 
-launch() {  # launch SCRIPT ARGS...: one process, or torchrun with NPROC processes
+launch() {  # launch SCRIPT ARGS...: one process (or the warm runner), or torchrun with NPROC processes
     local script=$1; shift
     if [ "$NPROC" -gt 1 ]; then
         "$PYTHON" -m torch.distributed.run --nproc_per_node "$NPROC" "$script" "$@"
     else
-        "$PYTHON" "$script" "$@"
+        py "$script" "$@"
     fi
 }
 
@@ -54,5 +66,5 @@ have() {  # have FILE: true if the data file exists, else say which split is mis
 }
 
 fresh_table() {  # start results/NAME.json afresh unless KEEP_ROWS=1 (each row records its own steps)
-    [ "${KEEP_ROWS:-0}" = 1 ] || fresh_table
+    [ "${KEEP_ROWS:-0}" = 1 ] || rm -f "$RESULTS/$NAME.json" "$RESULTS/$NAME.md"
 }
