@@ -8,8 +8,8 @@ if [ ! -f "$MODEL_DIR/config.json" ]; then
     launch run_classifier.py $(train_args) --train_data_file chnsenticorp/train.tsv \
         --dev_data_file chnsenticorp/dev.tsv --label_file chnsenticorp/labels.txt --saved_dir "$MODEL_DIR"
 fi
-LIMIT=${LIMIT:-$([ "$QUICK" = 1 ] && echo 64 || echo 1161)}
-"$PYTHON" -m bench.inference --model_dir "$MODEL_DIR" --dev_file "$DATA_DIR/chnsenticorp/dev.tsv" \
+LIMIT=${LIMIT:-$([ "$QUICK" = 1 ] && echo 32 || echo 1161)}
+py -m bench.inference --model_dir "$MODEL_DIR" --dev_file "$DATA_DIR/chnsenticorp/dev.tsv" \
     --limit "$LIMIT" --output "$OUT/inference.json"
 for i in 0 1 2 3 4 5; do
     "$PYTHON" scripts/results.py add "$NAME" --file "$OUT/inference.json" --index $i \
