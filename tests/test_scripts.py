@@ -1,0 +1,52 @@
+"""The reproduction scripts end to end: `QUICK=1 bash scripts/all.sh` on a tiny random BERT must write every
+results table with every cell filled, into the RESULTS and OUT it is given, and leave README.md alone."""
+import hashlib
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import ROOT, SHARED_DATA
+
+# table -> rows QUICK mode produces (fewer datasets than a full run; see the scripts)
+TABLES = {"classification": 2, "ner": 3, "matching": 2, "semantic": 3, "distill": 2, "onnx": 6}
+
+
+def digest(path: str) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def markdown_rows(path: str) -> tuple[list[str], list[list[str]]]:
+    lines = [line for line in open(path, encoding="utf-8") if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    return cells[0], cells[2:]  # header, (separator), rows
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason=f"the datasets are not in {SHARED_DATA}")
+def test_quick_all_writes_every_table_with_every_cell(tmp_path):
+    readme = os.path.join(ROOT, "README.md")
+    before = digest(readme)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MODEL", "TEACHER", "MODEL_DIR", "TINY_MODEL", "NPROC", "KEEP_ROWS", "SCRIPTS", "LIMIT",
+                        "EPOCHS", "MAX_STEPS", "BATCH_SIZE", "MAX_SEQ_LENGTH", "RUNNER_SOCKET", "DATASETS")}
+    env.update(QUICK="1", OUT=str(tmp_path / "out"), RESULTS=str(tmp_path / "results"), DATA_DIR=SHARED_DATA)
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "all.sh")], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
+    assert digest(readme) == before, "QUICK mode must not rewrite README.md"
+    assert os.path.isfile(tmp_path / "out" / "tiny-random-bert" / "config.json")  # built under OUT
+    for name, count in TABLES.items():
+        md, js = tmp_path / "results" / f"{name}.md", tmp_path / "results" / f"{name}.json"
+        assert md.is_file() and js.is_file(), name
+        header, rows = markdown_rows(str(md))
+        assert len(rows) == count, (name, rows)
+        for row in rows:
+            assert len(row) == len(header) and all(row), (name, header, row)
+        table = json.loads(js.read_text(encoding="utf-8"))
+        columns = {c for row in table["rows"] for c in row}
+        for row in table["rows"]:
+            assert set(row) == columns and all(v not in (None, "") for v in row.values()), (name, row)
+        assert table["meta"]["quick"] == "1"
+        assert "(QUICK mode" in md.read_text(encoding="utf-8")
+        assert f"=== scripts/{name}.sh" in proc.stdout
