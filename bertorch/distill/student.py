@@ -39,8 +39,12 @@ def select_layers(n_teacher: int, n_student: int, how: str = "uniform") -> list[
     return [t - 1 for t, _ in uniform_layer_map(n_teacher, n_student)[1:]]
 
 
-def copy_teacher_layers(teacher_dir: str, n_layers: int, how: str, dest: str) -> list[int]:
-    """Write a student directory holding `n_layers` of the teacher's layers; returns the teacher layers used."""
+def copy_teacher_layers(teacher_dir: str, n_layers: int, how: str, dest: str,
+                        tokenizer_dir: str | None = None) -> list[int]:
+    """Write a student directory holding `n_layers` of the teacher's layers; returns the teacher layers used.
+
+    The tokenizer is the teacher's, or `tokenizer_dir`'s (multi-task: every task's student gets the one
+    tokenizer of the shared encoder)."""
     config = AutoConfig.from_pretrained(teacher_dir)
     chosen = select_layers(config.num_hidden_layers, n_layers, how)
     new_index = {str(t): str(s) for s, t in enumerate(chosen)}
@@ -59,7 +63,7 @@ def copy_teacher_layers(teacher_dir: str, n_layers: int, how: str, dest: str) ->
     head = os.path.join(teacher_dir, HEAD_WEIGHTS_NAME)  # e.g. CRF transitions: a warm start too
     if os.path.isfile(head):
         shutil.copy(head, os.path.join(dest, HEAD_WEIGHTS_NAME))
-    AutoTokenizer.from_pretrained(teacher_dir).save_pretrained(dest)
+    AutoTokenizer.from_pretrained(tokenizer_dir or teacher_dir).save_pretrained(dest)
     return chosen
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import tempfile
 from typing import Sequence
@@ -17,6 +18,7 @@ from loguru import logger
 
 from bertorch.data.batching import TrainBatchSampler, collate_encodings
 from bertorch.data.readers import DataError, TextExample, iter_lines, read_classification
+from bertorch.distill.batches import grouped_sampler
 from bertorch.distill.distiller import (Distiller, KDConfig, StepClock, cache_teacher_logits, load_teacher,
                                        stack_cached_logits)
 from bertorch.distill.matches import PRESET_HELP, build_matches, describe_matches, uniform_layer_map
@@ -33,29 +35,9 @@ INNER_TASKS = {"classification": ClassificationTask, "sequence_labeling": NerTas
 TEACHER_TASK = {"classification": "classification", "sequence_labeling": "ner"}  # as in bertorch.json
 
 
-class SplitBatchSampler(TrainBatchSampler):
-    """Labelled and unlabelled (--aux_data_file) examples in separate batches, shuffled together.
-
-    A batch either has hard labels or has none, so the student's own loss (CE, focal, CRF) applies to
-    whole batches unchanged and unlabelled batches skip it; DDP shards each global batch as usual.
-    """
-
-    def __init__(self, parts: list[list[int]], lengths: Sequence[int], batch_size: int, rank: int,
-                 world_size: int, seed: int, group_by_length: bool):
-        super().__init__(lengths, batch_size, rank, world_size, seed, group_by_length)
-        self.parts = [(idx, TrainBatchSampler([lengths[i] for i in idx], batch_size, rank, world_size, seed + k,
-                                              group_by_length)) for k, idx in enumerate(parts) if idx]
-
-    def __len__(self) -> int:
-        return sum(len(sampler) for _, sampler in self.parts)
-
-    def global_batches(self) -> list[list[int]]:
-        batches = []
-        for idx, sampler in self.parts:
-            sampler.set_epoch(self.epoch)
-            batches += [[idx[i] for i in batch] for batch in sampler.global_batches()]
-        order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        return [batches[i] for i in order.tolist()]
+def teacher_labels(teacher) -> list[str]:
+    config = teacher.backbone.config
+    return [config.id2label[i] for i in range(config.num_labels)]
 
 
 def read_aux(path: str, is_text_pair: bool, limit: int | None) -> list[TextExample]:
@@ -76,6 +58,7 @@ def read_aux(path: str, is_text_pair: bool, limit: int | None) -> list[TextExamp
 class DistillTask(Task):
     name = "distill"
     required_flags = ("label_file",)
+    student_what: str | None = None  # where the student comes from, for messages
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -139,10 +122,13 @@ class DistillTask(Task):
         try:
             student_dir, what = prepare_student(a.student_model or a.pretrained_model_name_or_path, a.student_layers,
                                                 a.student_layer_selection, a.teacher_model_dir[0], workdir, a.seed)
-            logger.info(f"student: {what}")
+            self.student_what = self.student_what or what
+            logger.info(f"student: {self.student_what}")
             crf = self.hard_loss == "crf"
+            label_file = a.label_file or self.write_teacher_labels(workdir)
             inner_args = argparse.Namespace(**{**vars(a), "pretrained_model_name_or_path": student_dir, "use_crf": crf,
-                                               "loss_type": "cross_entropy" if crf else self.hard_loss})
+                                               "loss_type": "cross_entropy" if crf else self.hard_loss,
+                                               "label_file": label_file})
             self.inner = INNER_TASKS[a.task](inner_args, self.env)
             self.inner.setup()
             if crf and not a.init_from_ckpt:  # a CRF copied with the teacher's layers
@@ -180,14 +166,25 @@ class DistillTask(Task):
             logger.info(f"teacher {d} parameters:\n{display_parameters(teacher)}")
         logger.info(f"student parameters:\n{display_parameters(student)}")
 
+    def write_teacher_labels(self, workdir: str) -> str:
+        """No label file given: the first teacher's id2label, as a labels.txt for the inner task."""
+        path = os.path.join(workdir, "teacher_labels.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(label + "\n" for label in teacher_labels(self.teachers[0]))
+        return path
+
     def check_labels(self) -> None:
-        for d, teacher in zip(self.args.teacher_model_dir, self.teachers):
-            config = teacher.backbone.config
-            theirs = [config.id2label[i] for i in range(config.num_labels)]
-            if theirs != self.inner.labels:
-                raise DataError(self.data_path(self.args.label_file), None,
-                                f"labels {self.inner.labels} differ from the id2label of teacher {d}: {theirs}; "
-                                f"use the teacher's label file (same labels, same order)")
+        a = self.args
+        for d, teacher in zip(a.teacher_model_dir, self.teachers):
+            theirs = teacher_labels(teacher)
+            if theirs == self.inner.labels:
+                continue
+            if not a.label_file:
+                raise ModelError(f"teachers {a.teacher_model_dir[0]} and {d} have different labels "
+                                 f"({self.inner.labels} vs {theirs}); several teachers of one task share its labels")
+            raise DataError(self.data_path(a.label_file), None,
+                            f"labels {self.inner.labels} differ from the id2label of teacher {d}: {theirs}; "
+                            f"use the teacher's label file (same labels, same order)")
 
     def check_tokenizers(self):
         """None when every model shares the student's vocabulary; else the teachers' tokenizer (if allowed)."""
@@ -199,11 +196,12 @@ class DistillTask(Task):
             return None
         why = ("sequence labelling" if a.task == "sequence_labeling" else "intermediate --matches" if a.matches
                else None)
-        sizes = f"student {len(self.tokenizer)} tokens, teacher {a.teacher_model_dir[0]} {len(vocabs[0])} tokens"
+        sizes = (f"student: {self.student_what}, {len(self.tokenizer)} tokens; teacher {a.teacher_model_dir[0]}: "
+                 f"{len(vocabs[0])} tokens")
         if why:
             raise ModelError(f"the student's vocabulary differs from the teacher's ({sizes}): {why} needs aligned "
-                             f"tokens, so both must use the same tokenizer (e.g. --student_layers N, or a config JSON "
-                             f"student, share the teacher's)")
+                             f"tokens, so both must use the same tokenizer (a student built from the teacher, by "
+                             f"--student_layers N or a config JSON, shares its tokenizer)")
         if not a.allow_different_tokenizers:
             raise ModelError(f"the student's vocabulary differs from the teacher's ({sizes}); pass "
                              f"--allow_different_tokenizers to tokenise every text for each model")
@@ -261,14 +259,8 @@ class DistillTask(Task):
 
     # -- batches, metrics, saving: the inner task's ----------------------------------------------------
     def train_sampler(self) -> TrainBatchSampler:
-        a, e = self.args, self.env
         lengths = [self.feature_length(f) for f in self.train_features]
-        aux = [i for i, f in enumerate(self.train_features) if f.get("aux")]
-        if not aux:
-            return TrainBatchSampler(lengths, a.batch_size, e.rank, e.world_size, a.seed, a.group_by_length)
-        labelled = [i for i, f in enumerate(self.train_features) if not f.get("aux")]
-        return SplitBatchSampler([labelled, aux], lengths, a.batch_size, e.rank, e.world_size, a.seed,
-                                 a.group_by_length)
+        return grouped_sampler(self.train_features, lengths, lambda f: bool(f.get("aux")), self.args, self.env)
 
     def collate(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch = self.inner.collate(features)
