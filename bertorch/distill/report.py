@@ -7,6 +7,7 @@ the trainer writes all_results.json in `finish()` and knows nothing of teachers.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -113,6 +114,29 @@ def build_report(task) -> dict:
     return {**summary, "distill_models": rows}
 
 
+def build_multitask_report(task) -> dict:
+    """build_report for each task of a multi-task run (keys prefixed with the task's name), and what the one
+    student weighs against all the teachers it replaces."""
+    students = task.model.students()
+    for student in students.values():  # the shared layers read the first task's config: switch them all
+        _sdpa(student)
+    summary, rows = {}, []
+    for name, part in task.parts.items():
+        logger.info(f"task {name}:")
+        found = build_report(part)
+        rows += [{"task": name, **row} for row in found.pop("distill_models")]
+        summary.update({f"{name}_{k}": v for k, v in found.items()})
+    student = {id(p): p.numel() for s in students.values() for p in s.parameters()}  # the encoder counted once
+    teachers = {id(t): t for part in task.parts.values() for t in part.teachers}
+    summary["student_parameters"] = sum(student.values())
+    summary["teacher_parameters"] = sum(p.numel() for t in teachers.values() for p in t.parameters())
+    summary["parameter_ratio"] = summary["student_parameters"] / summary["teacher_parameters"]
+    logger.info(f"one student of {summary['student_parameters']:,} parameters serves {len(students)} tasks; their "
+                f"{len(teachers)} teachers have {summary['teacher_parameters']:,} "
+                f"({_fmt(summary['parameter_ratio'], 'parameter_ratio')})")
+    return {**summary, "distill_models": rows}
+
+
 def _fmt(value, column: str) -> str:
     if value is None:
         return "-"
@@ -125,15 +149,28 @@ def _fmt(value, column: str) -> str:
     return f"{value:.{1 if column == 'examples_per_s' else 4}f}" if isinstance(value, float) else str(value)
 
 
+def task_class(argv: Sequence[str] | None):
+    """DistillTask, or MultiTaskDistillTask for --task multitask (or --task_spec without --task): the class
+    is chosen before parsing because it builds the parser."""
+    from bertorch.distill.multitask import MultiTaskDistillTask
+    from bertorch.tasks.distill import DistillTask
+
+    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    peek.add_argument("--task")
+    peek.add_argument("--task_spec", nargs="*")
+    known, _ = peek.parse_known_args(argv)
+    multi = known.task == "multitask" or (known.task is None and known.task_spec is not None)
+    return MultiTaskDistillTask if multi else DistillTask
+
+
 def run(argv: Sequence[str] | None = None, description: str | None = None) -> dict:
     """Distil with the shared CLI and trainer, strip training-only files from the saved student, report."""
     from bertorch import cli
     from bertorch.distill.distiller import DISTILL_STATE_NAME
-    from bertorch.tasks.distill import DistillTask
 
     created = []
 
-    class Recorded(DistillTask):  # keeps the task: the report needs its data, models and metrics
+    class Recorded(task_class(argv)):  # keeps the task: the report needs its data, models and metrics
         def setup(self):
             created.append(self)
             super().setup()
@@ -142,11 +179,12 @@ def run(argv: Sequence[str] | None = None, description: str | None = None) -> di
     task = created[0]
     if not task.env.is_main:
         return results
+    parts = list(getattr(task, "parts", {}))  # a multi-task student: one directory per task
     for directory in (task.args.saved_dir, os.path.join(task.args.saved_dir, "best")):
-        path = os.path.join(directory, DISTILL_STATE_NAME)
-        if os.path.isfile(path):  # projections belong to checkpoints, not to the student
-            os.remove(path)
-    report = build_report(task)
+        for path in [os.path.join(directory, p, DISTILL_STATE_NAME) for p in ["", *parts]]:
+            if os.path.isfile(path):  # projections belong to checkpoints, not to the student
+                os.remove(path)
+    report = build_multitask_report(task) if parts else build_report(task)
     with open(os.path.join(task.args.saved_dir, REPORT_FILE), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, ensure_ascii=False)
     results.update(report)

@@ -58,7 +58,7 @@ def read_aux(path: str, is_text_pair: bool, limit: int | None) -> list[TextExamp
 class DistillTask(Task):
     name = "distill"
     required_flags = ("label_file",)
-    student_what: str | None = None  # where the student comes from, for messages
+    student_what: str | None = None  # where the student comes from, for messages (set by a multi-task run)
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -70,9 +70,19 @@ class DistillTask(Task):
         # The student is --student_model; --pretrained_model_name_or_path is accepted as its alias.
         parser.set_defaults(pretrained_model_name_or_path=None)
         g = parser.add_argument_group("distillation")
-        g.add_argument("--task", choices=tuple(INNER_TASKS), default="classification", help="the teacher's task")
-        g.add_argument("--teacher_model_dir", action="append", required=True,
+        g.add_argument("--task", choices=tuple(INNER_TASKS) + ("multitask",), default="classification",
+                       help="the teacher's task; multitask: several teachers of different tasks, see --task_spec")
+        g.add_argument("--teacher_model_dir", action="append", default=None,
                        help="a directory saved by run_classifier.py/run_ner.py; repeat for several teachers")
+        g.add_argument("--task_spec", action="append", nargs="+", metavar="KEY=VALUE", default=None,
+                       help="--task multitask (implied): one task of one student encoder with a head per task, as "
+                            "name=NAME teacher=DIR train=FILE [dev=FILE] [labels=FILE] [aux=FILE] (teacher= again: "
+                            "averaged soft labels); repeat the flag for each task, or give one JSON file listing "
+                            "such objects. Task kind, labels, --is_text_pair and CRF come from each teacher; all "
+                            "other flags are shared. A training batch holds one task, batches drawn in proportion to "
+                            "each task's data (an epoch passes over all of it); dev metrics are prefixed name_, and "
+                            "their mean_score picks --save_best_model. Saved: the shared encoder in --saved_dir, and "
+                            "<saved_dir>/NAME/, a model directory of that task (Predictor, AutoModelFor*)")
         g.add_argument("--teacher_weights", type=float, nargs="+", default=None,
                        help="one weight per teacher for averaging their soft labels (None: equal weights)")
         g.add_argument("--student_model", default=None,
@@ -103,6 +113,10 @@ class DistillTask(Task):
     # -- set-up ---------------------------------------------------------------------------------------
     def setup(self) -> None:
         a = self.args
+        if a.task == "multitask" or a.task_spec:
+            raise ValueError("--task multitask and --task_spec are run by MultiTaskDistillTask (run_distill.py)")
+        if not a.teacher_model_dir:
+            raise ValueError("the following arguments are required: --teacher_model_dir")
         self.hard_loss = a.hard_label_loss or ("crf" if a.use_crf else a.loss_type)
         if a.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {a.temperature}")
@@ -167,7 +181,7 @@ class DistillTask(Task):
         logger.info(f"student parameters:\n{display_parameters(student)}")
 
     def write_teacher_labels(self, workdir: str) -> str:
-        """No label file given: the first teacher's id2label, as a labels.txt for the inner task."""
+        """No label file given (multi-task): the first teacher's id2label, as a labels.txt for the inner task."""
         path = os.path.join(workdir, "teacher_labels.txt")
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(label + "\n" for label in teacher_labels(self.teachers[0]))
