@@ -85,6 +85,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=1000, help="random seed")
     g.add_argument("--fp16", action="store_true", help="float16 autocast + loss scaling (CUDA only)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA, or CPUs with bf16 support)")
+    g.add_argument("--low_memory_training", action=argparse.BooleanOptionalAction, default=True,
+                   help="on CPU in fp32: attention/FFN recompute and bool dropout masks keep less for backward "
+                        "(same maths; dropout draws differ from stock PyTorch). See bertorch/models/low_memory.py")
     g.add_argument("--loss_type", choices=LOSS_TYPES + tuple(LOSS_ALIASES), default="cross_entropy",
                    help="hard-label loss")
     g.add_argument("--label_smoothing", type=float, default=0.1, help="smoothing for --loss_type label_smoothing")

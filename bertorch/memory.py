@@ -48,8 +48,9 @@ def _libc():
 
 def tune_allocator(mmap_threshold: int | None = None, trim_threshold: int | None = None,
                    arena_max: int | None = None) -> bool:
-    """Apply the glibc malloc settings above; a MALLOC_* value already in the environment wins. Returns
-    whether glibc accepted them (False off glibc, where it does nothing)."""
+    """Apply the glibc malloc settings above and PyTorch's huge-page allocation; a value already in the
+    environment wins. Returns whether glibc accepted them (False off glibc, where it does nothing)."""
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # read by PyTorch's CPU allocator at its first big block
     libc = _libc()
     if libc is None:
         return False
@@ -62,3 +63,9 @@ def tune_allocator(mmap_threshold: int | None = None, trim_threshold: int | None
         ok &= libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1
     return bool(ok)
 
+
+def release_free_memory() -> bool:
+    """Give the heap's free pages back to the OS (glibc ``malloc_trim``): tokenising a dataset leaves
+    hundreds of MB freed but resident. Returns whether anything was released (False off glibc)."""
+    libc = _libc()
+    return bool(libc is not None and libc.malloc_trim(ctypes.c_size_t(0)))

@@ -23,6 +23,8 @@ from bertorch import distributed as D
 from bertorch.adversarial import build_adversary
 from bertorch.data.batching import eval_shard
 from bertorch.logging import MetricsWriter, format_metrics, plot_curves, progress_bar
+from bertorch.memory import release_free_memory
+from bertorch.models.low_memory import use_low_memory_training
 from bertorch.optim import build_optimizer, build_param_groups, build_scheduler
 from bertorch.tasks.base import Task
 
@@ -57,6 +59,9 @@ class Trainer:
     def prepare_training(self) -> None:
         """Sampler, optimiser, schedule, loss scaler, adversary and the DDP wrapper."""
         task, args, env = self.task, self.args, self.env
+        release_free_memory()  # tokenising the data left hundreds of MB freed but resident
+        if args.low_memory_training:
+            use_low_memory_training(self.raw_model)  # only takes over on CPU in fp32
         self.sampler = task.train_sampler()
         self.accum = args.gradient_accumulation_steps
         self.steps_per_epoch = math.ceil(len(self.sampler) / self.accum)

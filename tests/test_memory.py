@@ -32,3 +32,34 @@ def test_tuned_allocator_returns_freed_tensors_to_the_os():
 
     assert released("tuned") > 250
     assert released("default") < 50  # glibc's defaults keep the fragmented heap: what the tuning fixes
+
+
+TRIM_PROBE = """
+import torch
+from bertorch.memory import release_free_memory, tune_allocator
+tune_allocator()
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+blocks = [torch.ones(2**20, dtype=torch.uint8) for _ in range(300)]  # 300 MB of 1 MB tensors: heap, not mmap
+keep = blocks[-1]                                                    # pins the top of the heap
+del blocks
+before = rss_mb()
+release_free_memory()
+print(before - rss_mb())                                             # MB given back by malloc_trim
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or memory._libc() is None, reason="glibc only")
+def test_release_free_memory_returns_a_pinned_heap_to_the_os():
+    out = subprocess.run([sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)})
+    assert float(out.stdout.strip().splitlines()[-1]) > 250
+
+
+def test_tune_allocator_turns_on_huge_pages_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    memory.tune_allocator()
+    assert memory.os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    memory.tune_allocator()
+    assert memory.os.environ["THP_MEM_ALLOC_ENABLE"] == "0"

@@ -1,0 +1,190 @@
+"""Training a transformers encoder on CPU with less activation memory, same results.
+
+Most of a BERT training step's memory is what autograd keeps for the backward pass. Three things keep
+more than they need on CPU (batch 32 x length 128, 4 layers of hidden 312 / FFN 1200, ~650 MB in all):
+
+* attention with dropout: PyTorch's CPU SDPA falls back to its math path and keeps, per layer, the
+  scores, the probabilities, a float dropout mask and the dropped probabilities -- four batch x heads x
+  length x length float tensors. `dropout_attention` keeps Q, K, V, the mask, the softmax's row
+  log-sum-exp and a random seed; backward recomputes the probabilities and re-draws the same dropout mask
+  (the flash-attention idea in plain PyTorch ops): -230 MB.
+* the FFN keeps both the GELU input and its output (the input of the second Linear): `ActivationLinear`
+  keeps the input only and recomputes the activation in backward (a cheap element-wise op): -75 MB.
+* CPU dropout keeps a float mask (4 bytes an element): `BoolMaskDropout` keeps a bool mask: -35 MB.
+
+`use_low_memory_training(model)` switches a model to these in place. Weights, state-dict keys and the
+saved directory are unchanged, and each piece only takes over where it pays -- training on CPU in fp32
+with gradients; eval, CUDA (whose fused SDPA kernels already save memory) and autocast use the stock path.
+Random numbers come from the global RNG (a seed per call), so runs stay reproducible and resume exactly;
+they are not the same draws as stock PyTorch dropout.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+ATTENTION_NAME = "bertorch_sdpa"
+
+
+def _pays(*tensors: torch.Tensor) -> bool:
+    """Training on CPU in fp32 with gradients: where the memory saving applies and the maths is ours."""
+    return (torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors))
+
+
+def _seed() -> int:
+    return int(torch.randint(0, 2**62, (1,)).item())  # from the global RNG: reproducible, resumable
+
+
+def _keep_mask(shape: torch.Size, p: float, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.empty(shape, dtype=torch.bool).bernoulli_(1.0 - p, generator=generator)
+
+
+# -- attention ------------------------------------------------------------------------------------------
+def _probabilities(q, k, mask, scaling, lse=None):
+    """softmax(q k^T * scaling + mask) and its row log-sum-exp (reused from forward when given)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scaling)
+    if mask is not None:
+        scores.add_(mask)
+    if lse is None:
+        lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+    return scores.sub_(lse).exp_(), lse
+
+
+class _DropoutAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, mask, scaling: float, p: float, seed: int):
+        probs, lse = _probabilities(q, k, mask, scaling)
+        dropped = probs.mul_(_keep_mask(probs.shape, p, seed)).mul_(1.0 / (1.0 - p))
+        ctx.save_for_backward(q, k, v, mask, lse)
+        ctx.scaling, ctx.p, ctx.seed = scaling, p, seed
+        return torch.matmul(dropped, v)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, mask, lse = ctx.saved_tensors
+        probs, _ = _probabilities(q, k, mask, ctx.scaling, lse)
+        keep = _keep_mask(probs.shape, ctx.p, ctx.seed)
+        scale = 1.0 / (1.0 - ctx.p)
+        grad_v = torch.matmul((probs * keep).mul_(scale).transpose(-1, -2), grad_out)
+        grad_probs = torch.matmul(grad_out, v.transpose(-1, -2)).mul_(keep).mul_(scale)
+        # softmax backward: dS = P * (dP - sum(dP * P)), then the scaling of the scores
+        row = (grad_probs * probs).sum(dim=-1, keepdim=True)
+        grad_scores = grad_probs.sub_(row).mul_(probs).mul_(ctx.scaling)
+        return (torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-1, -2), q), grad_v,
+                None, None, None, None)
+
+
+def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                      scaling: float, p: float) -> torch.Tensor:
+    """softmax(q k^T * scaling + mask) with dropout p, times v. q/k/v are (batch, heads, length, head_dim);
+    mask is additive (float) or boolean (True = attend), broadcastable to the scores."""
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=q.dtype).masked_fill_(~mask, torch.finfo(q.dtype).min)
+    return _DropoutAttention.apply(q, k, v, mask, scaling, p, _seed())
+
+
+def low_memory_attention_forward(module: nn.Module, query, key, value, attention_mask, dropout: float = 0.0,
+                                 scaling: float | None = None, **kwargs):
+    """A transformers attention interface: ours for CPU training with dropout, SDPA for everything else."""
+    ours = (dropout > 0.0 and _pays(query, key, value) and not kwargs.get("output_attentions")
+            and getattr(module, "num_key_value_groups", 1) == 1 and not getattr(module, "is_causal", False)
+            and (attention_mask is None or not attention_mask.requires_grad))
+    if not ours:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    output = dropout_attention(query, key, value, attention_mask, scaling, dropout)
+    return output.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(ATTENTION_NAME, low_memory_attention_forward)
+AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+
+
+# -- activation + linear ---------------------------------------------------------------------------------
+class _ActivationLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, activation):
+        ctx.save_for_backward(x, weight)
+        ctx.activation, ctx.has_bias = activation, bias is not None
+        return F.linear(activation(x), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        with torch.enable_grad():
+            x = x.detach().requires_grad_()
+            hidden = ctx.activation(x)
+        flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_weight = flat_grad.t().mm(hidden.detach().reshape(-1, hidden.shape[-1]))
+        grad_bias = flat_grad.sum(0) if ctx.has_bias else None
+        (grad_x,) = torch.autograd.grad(hidden, x, grad_out.matmul(weight))
+        return grad_x, grad_weight, grad_bias, None
+
+
+class ActivationLinear(nn.Linear):
+    """`linear(activation(x))` that keeps only x for backward; the activation module is set on the instance
+    when a model is switched (the Linear's own weights and state-dict keys stay)."""
+
+    activation: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and _pays(x, self.weight):
+            return _ActivationLinear.apply(x, self.weight, self.bias, self.activation)
+        return F.linear(self.activation(x), self.weight, self.bias)
+
+
+# -- dropout ---------------------------------------------------------------------------------------------
+class _BoolMaskDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p: float):
+        keep = _keep_mask(x.shape, p, _seed())
+        ctx.save_for_backward(keep)
+        ctx.scale = 1.0 / (1.0 - p)
+        return x * keep * ctx.scale
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (keep,) = ctx.saved_tensors
+        return grad_out * keep * ctx.scale, None
+
+
+class BoolMaskDropout(nn.Dropout):
+    """nn.Dropout that keeps a bool mask (1 byte an element) instead of CPU dropout's float one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and 0.0 < self.p < 1.0 and _pays(x) and not self.inplace:
+            return _BoolMaskDropout.apply(x, self.p)
+        return super().forward(x)
+
+
+# -- switching a model -----------------------------------------------------------------------------------
+def use_low_memory_training(model: nn.Module) -> dict[str, int]:
+    """Switch `model` in place (see the module docstring); returns how many of each piece were switched.
+    Models without SDPA (e.g. set to eager by the user) keep their attention; FFN blocks are recognised by
+    transformers' BERT layout (`intermediate.intermediate_act_fn` + `output.dense`: BERT, RoBERTa, ELECTRA,
+    MacBERT, ...); other layouts keep theirs."""
+    counts = {"attention": 0, "ffn": 0, "dropout": 0}
+    for module in list(model.modules()):
+        config = getattr(module, "config", None)
+        if hasattr(module, "set_attn_implementation") and getattr(config, "_attn_implementation", None) == "sdpa":
+            module.set_attn_implementation(ATTENTION_NAME)
+            counts["attention"] += 1
+        intermediate, output = getattr(module, "intermediate", None), getattr(module, "output", None)
+        activation = getattr(intermediate, "intermediate_act_fn", None)
+        dense = getattr(output, "dense", None)
+        if isinstance(activation, nn.Module) and type(dense) is nn.Linear:
+            intermediate.intermediate_act_fn = nn.Identity()
+            dense.__class__ = ActivationLinear
+            dense.activation = activation
+            counts["ffn"] += 1
+        if type(module) is nn.Dropout:
+            module.__class__ = BoolMaskDropout
+            counts["dropout"] += 1
+    return counts

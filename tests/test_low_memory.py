@@ -1,0 +1,140 @@
+"""The low-memory training path computes what stock PyTorch/transformers compute, and keeps less."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+from bertorch.models.low_memory import (ATTENTION_NAME, ActivationLinear, BoolMaskDropout, _ActivationLinear,
+                                        _DropoutAttention, _keep_mask, dropout_attention, use_low_memory_training)
+
+
+def _qkv(dtype=torch.float64, shape=(2, 3, 5, 4)):
+    torch.manual_seed(0)
+    return [torch.randn(*shape, dtype=dtype, requires_grad=True) for _ in range(3)]
+
+
+def test_dropout_attention_matches_softmax_dropout_reference():
+    q, k, v = _qkv()
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[0, ..., 3:] = False  # padding in the first example
+    torch.manual_seed(7)
+    out = dropout_attention(q, k, v, mask, 0.5, 0.3)
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (q, k, v), grad)
+
+    torch.manual_seed(7)  # the same seed draw -> the same keep mask
+    keep = _keep_mask((2, 3, 5, 5), 0.3, int(torch.randint(0, 2**62, (1,)).item()))
+    scores = (q @ k.transpose(-1, -2) * 0.5).masked_fill(~mask, float("-inf"))
+    reference = (torch.softmax(scores, -1) * keep / 0.7) @ v
+    expected = torch.autograd.grad(reference, (q, k, v), grad)
+    torch.testing.assert_close(out, reference)
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b)
+    assert 0.5 < keep.float().mean() < 0.9  # it does drop
+
+
+def test_dropout_attention_gradcheck_with_additive_mask():
+    q, k, v = _qkv(shape=(1, 2, 4, 3))
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    mask[..., -1] = -1e9
+    assert torch.autograd.gradcheck(lambda q, k, v: _DropoutAttention.apply(q, k, v, mask, 0.7, 0.25, 123),
+                                    (q, k, v))
+
+
+def test_activation_linear_gradcheck_and_value():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    gelu = torch.nn.GELU()
+    assert torch.autograd.gradcheck(lambda x, w, b: _ActivationLinear.apply(x, w, b, gelu), (x, w, b))
+    torch.testing.assert_close(_ActivationLinear.apply(x, w, b, gelu), torch.nn.functional.linear(gelu(x), w, b))
+
+
+def test_bool_mask_dropout_scales_kept_values_and_their_gradient():
+    layer = BoolMaskDropout(0.4).train()
+    x = torch.randn(64, 32, requires_grad=True)
+    y = layer(x)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.6)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.6)
+    assert 0.45 < kept.float().mean() < 0.75
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+def _bert(dropout: float) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, num_labels=3, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
+    return BertForSequenceClassification(config)
+
+
+def _batch():
+    ids = torch.randint(5, 60, (3, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, 5:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2])}
+
+
+def test_switched_model_equals_stock_without_dropout():
+    stock = _bert(0.0).train()
+    ours = copy.deepcopy(stock)
+    counts = use_low_memory_training(ours)
+    assert counts == {"attention": 1, "ffn": 2, "dropout": counts["dropout"]} and counts["dropout"] > 0
+    assert isinstance(ours.bert.encoder.layer[0].output.dense, ActivationLinear)
+    stock(**_batch()).loss.backward()
+    ours(**_batch()).loss.backward()
+    for (name, a), b in zip(stock.named_parameters(), ours.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_switched_model_with_dropout_is_seeded_and_eval_is_unchanged(tmp_path):
+    stock = _bert(0.1)
+    ours = copy.deepcopy(stock)
+    use_low_memory_training(ours)
+    ours.train()
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        losses.append(ours(**_batch()).loss)
+    torch.manual_seed(4)
+    other = ours(**_batch()).loss
+    assert losses[0].item() == losses[1].item() and other.item() != losses[0].item()
+    losses[0].backward()
+    assert all(p.grad is not None for p in ours.bert.encoder.parameters())
+
+    stock.eval(), ours.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(stock(**_batch()).logits, ours(**_batch()).logits)
+    ours.save_pretrained(tmp_path)  # the switch is not saved: plain transformers loads the directory
+    config = json.load(open(os.path.join(tmp_path, "config.json")))
+    assert ATTENTION_NAME not in json.dumps(config)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**_batch()).logits, ours(**_batch()).logits)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_switched_model_keeps_less_for_backward(dropout):
+    def saved_bytes(model):
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(**_batch())
+        return sum(seen.values())
+
+    stock = _bert(dropout).train()
+    ours = copy.deepcopy(stock)
+    use_low_memory_training(ours)
+    assert saved_bytes(ours) < saved_bytes(stock)
