@@ -5,10 +5,11 @@ mode, and reports samples/s, tokens/s (real and padded) and peak RSS, as ratios 
   ours     dynamic padding + length grouping (the default)
   longest  dynamic padding, no grouping (what the original bertorch does)
   max_len  every batch padded to --max_seq_length
-The model is a random BERT (4 layers, hidden 312, 12 heads, FFN 1200) with the data's character vocab,
-so nothing is downloaded.
+The model is a random BERT (4 layers, hidden 312, 12 heads, FFN 1200; `--model_config tiny`: 2 x 64 for
+smoke runs) with the data's character vocab, so nothing is downloaded.
 
     python -m bench.train_throughput --steps 40 [--cases classification ner_linear ner_crf simcse sbert]
+    python -m bench   # this, then inference throughput, with a summary of every ratio (bench/__main__.py)
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 MODES = {"ours": [], "longest": ["--no-group_by_length"], "max_len": ["--no-group_by_length", "--pad_to_max_length"]}
+MODEL_CONFIGS = {"bench": dict(hidden_size=312, num_layers=4, num_heads=12, intermediate_size=1200),
+                 "tiny": dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128)}
 
 # case -> (script, data flags, text reader for the vocab, samples per step multiplier)
 CASES = {
@@ -46,35 +49,132 @@ def data_texts(path: str, limit: int = 20000) -> list[str]:
     return texts
 
 
-def build_model(vocab_source: str, out: str) -> str:
-    sys.path.insert(0, ROOT)
+def build_model(vocab_source: str, out: str, config: str = "bench") -> str:
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
     from bertorch.models.random_init import build_char_vocab, make_random_bert
 
     vocab = build_char_vocab(data_texts(os.path.join(SHARED, vocab_source)))
-    return make_random_bert(out, vocab, hidden_size=312, num_layers=4, num_heads=12, intermediate_size=1200)
+    return make_random_bert(out, vocab, **MODEL_CONFIGS[config])
+
+
+def warm_up() -> None:
+    """Import what the entry scripts import, so forked runs start at once. No tensor work here: a child
+    forked after OpenMP ran in its parent can hang."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401 -- training_curves.png, drawn at the end of every run
+    import transformers.models.bert.modeling_bert  # noqa: F401
+
+    import bertorch.cli  # noqa: F401
+
+
+def run_child(argv: list[str], env: dict, fork: bool, quiet: bool = True) -> tuple[int, object, str]:
+    """Run `python ARGV` (a script path, or `-m module`) in a child process: (exit status, rusage, stderr tail).
+
+    fork=True forks this (warmed-up) process and runs the script in the child, skipping ~5 s of imports a
+    run; the child's peak RSS includes those imports as a fresh process's would. fork=False spawns a fresh
+    interpreter, so variables such as OMP_NUM_THREADS that libraries read when loaded take effect.
+    quiet: the child's stdout is discarded (else it is ours).
+    """
+    if fork:
+        return forked(lambda: run_script(argv, env), quiet)
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.DEVNULL if quiet else None,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    stderr = proc.stderr.read()  # before waiting: a full pipe would block the child
+    _, status, usage = os.wait4(proc.pid, 0)
+    return os.waitstatus_to_exitcode(status), usage, stderr[-3000:]
+
+
+def run_script(argv: list[str], env: dict) -> None:
+    """What `python ARGV` does, in this process."""
+    import runpy
+
+    os.environ.clear()
+    os.environ.update(env)
+    if argv[0] == "-m":
+        sys.argv = argv[1:]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(argv)
+        runpy.run_path(argv[0], run_name="__main__")
+
+
+def forked(target, quiet: bool = True) -> tuple[int, object, str]:
+    """Call target() in a fork of this process: (exit status, rusage, stderr tail)."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child never returns
+            code = 1
+            try:
+                os.dup2(err.fileno(), 2)
+                if quiet:
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                target()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
+            except BaseException:  # noqa: BLE001 -- reported in the parent with the stderr tail
+                import traceback
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status, usage = os.wait4(pid, 0)
+        err.seek(0)
+        return os.waitstatus_to_exitcode(status), usage, err.read()[-3000:]
 
 
 def run_once(case: str, mode: str, model: str, args, workdir: str) -> dict:
     script, data_flags, _ = CASES[case]
     out = os.path.join(workdir, f"{case}-{mode}")
-    cmd = [sys.executable, os.path.join(ROOT, script), "--pretrained_model_name_or_path", model, *data_flags,
-           "--data_dir", SHARED, "--saved_dir", out, "--overwrite_output_dir", "--batch_size", str(args.batch_size),
-           "--max_seq_length", str(args.max_seq_length), "--max_steps", str(args.steps),
-           "--logging_steps", str(args.log_every), "--save_steps", "0", *MODES[mode], *args.extra]
+    argv = [os.path.join(ROOT, script), "--pretrained_model_name_or_path", model, *data_flags,
+            "--data_dir", SHARED, "--saved_dir", out, "--overwrite_output_dir", "--batch_size", str(args.batch_size),
+            "--max_seq_length", str(args.max_seq_length), "--max_steps", str(args.steps),
+            "--logging_steps", str(args.log_every), "--save_steps", "0", *MODES[mode], *args.extra]
     env = {**os.environ, **dict(kv.split("=", 1) for kv in args.env)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    status, usage, stderr = run_child(argv, env, args.fork)
     if status != 0:
-        raise RuntimeError(f"{case}/{mode} failed:\n{proc.stderr.read()[-3000:]}")
+        raise RuntimeError(f"{case}/{mode} failed:\n{stderr}")
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"), encoding="utf-8")]
     windows = [r for r in rows if r["kind"] == "train"][1:]  # the first window includes warm-up
+    if not windows:
+        raise RuntimeError(f"{case}/{mode}: no timed window; give --steps at least 2 x --log_every")
     mean = lambda key: sum(r[key] for r in windows) / len(windows)  # noqa: E731
     return {"step/s": mean("speed"), "samples/s": mean("speed") * args.batch_size,
             "tokens/s": mean("tokens_per_s"), "pad_fraction": mean("pad_fraction"),
             "peak_rss_gb": usage.ru_maxrss / 1024 ** 2}
 
 
-def main(argv=None) -> dict:
+def build_model_in_child(case: str, out: str, config: str, fork: bool) -> str:
+    """The random model of a case; built in a child when forking, so this process runs no tensor code."""
+    if not fork:
+        return build_model(CASES[case][2], out, config)
+    status, _, stderr = forked(lambda: build_model(CASES[case][2], out, config))
+    if status != 0:
+        raise RuntimeError(f"building the {case} model failed:\n{stderr}")
+    return out
+
+
+def report_line(case: str, mode: str, base: dict) -> str:
+    r = base[mode]
+    line = (f"{case:15s} {mode:8s} {r['samples/s']:7.1f} samples/s  {r['step/s']:5.2f} step/s  "
+            f"{r['tokens/s']:7.0f} tokens/s  padding {r['pad_fraction']:5.1%}  peak RSS {r['peak_rss_gb']:.2f} GB")
+    for ref in ("longest", "max_len"):
+        if ref in base and ref != mode:
+            line += f"  x{r['samples/s'] / base[ref]['samples/s']:.2f} vs {ref}"
+    return line
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["classification"], choices=sorted(CASES))
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
@@ -82,24 +182,33 @@ def main(argv=None) -> dict:
     parser.add_argument("--log_every", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--model_config", choices=list(MODEL_CONFIGS), default="bench",
+                        help="bench: 4 layers x 312 (the issue's target); tiny: 2 x 64, for smoke runs")
+    parser.add_argument("--fork", action="store_true",
+                        help="run each training in a fork of this warmed-up process instead of a fresh python "
+                             "(no start-up cost; --env variables read at library load time then have no effect)")
     parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE environment for the runs")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for the scripts")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.fork:
+        warm_up()
     results: dict = {}
     with tempfile.TemporaryDirectory() as workdir:
+        models: dict[str, str] = {}  # vocab source -> model (the two NER cases share one)
         for case in args.cases:
-            model = build_model(CASES[case][2], os.path.join(workdir, f"model-{case}"))
+            source = CASES[case][2]
+            if source not in models:
+                models[source] = build_model_in_child(case, os.path.join(workdir, f"model-{case}"),
+                                                      args.model_config, args.fork)
+            model = models[source]
             results[case] = {mode: run_once(case, mode, model, args, workdir) for mode in args.modes}
-            base = results[case]
-            for mode, r in base.items():
-                line = (f"{case:15s} {mode:8s} {r['samples/s']:7.1f} samples/s  {r['step/s']:5.2f} step/s  "
-                        f"{r['tokens/s']:7.0f} tokens/s  padding {r['pad_fraction']:5.1%}  "
-                        f"peak RSS {r['peak_rss_gb']:.2f} GB")
-                for ref in ("longest", "max_len"):
-                    if ref in base and ref != mode:
-                        line += f"  x{r['samples/s'] / base[ref]['samples/s']:.2f} vs {ref}"
-                print(line, flush=True)
+            for mode in results[case]:
+                print(report_line(case, mode, results[case]), flush=True)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
