@@ -315,8 +315,8 @@ class Trainer:
         """--no-do_train: one evaluation of the model as loaded, gathered from every rank like the trainer's,
         written as a training run's end is (all_results.json with global_step 0, metrics.jsonl)."""
         e = self.env
-        logger.info(f"***** {self.task.name}: evaluation only, {len(self.task.eval_features)} dev examples, "
-                    f"world size = {e.world_size}, device = {e.device}, precision = {self.amp_dtype or torch.float32} *****")
+        logger.info(f"***** {self.task.name}: evaluation only, {len(self.task.eval_features)} dev examples, world "
+                    f"size = {e.world_size}, device = {e.device}, precision = {self.amp_dtype or torch.float32} *****")
         if not self.task.eval_features:
             raise ValueError(f"--dev_data_file {self.args.dev_data_file}: no dev examples to evaluate")
         self.evaluate_and_keep_best()

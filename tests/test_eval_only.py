@@ -29,8 +29,9 @@ def cases(sentiment_files, ner_files, sentence_files):  # noqa: F811
     """task -> (main, data flags, model flags): model flags must be given again when evaluating."""
     s = sentence_files
     return {
-        "classification": (run_classifier.main, ["--train_data_file", sentiment_files["train"], "--dev_data_file",
-                                                 sentiment_files["dev"], "--label_file", sentiment_files["labels"]], []),
+        "classification": (run_classifier.main, ["--train_data_file", sentiment_files["train"], "--label_file",
+                                                 sentiment_files["labels"], "--dev_data_file", sentiment_files["dev"]],
+                           []),
         "ner_crf": (run_ner.main, ["--train_data_file", ner_files["train"], "--dev_data_file", ner_files["dev"],
                                    "--label_file", ner_files["labels"], "--max_seq_length", "24", "--doc_stride", "6"],
                     ["--use_crf"]),
