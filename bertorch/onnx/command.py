@@ -16,7 +16,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_dir", required=True, help="a directory written by a run_*.py script (or a HF model)")
     p.add_argument("--output", required=True, help="export directory (model.onnx + tokenizer), or a .onnx path")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17; at least 14)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17; at least 10)")
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="also write a dynamically quantised model_int8.onnx and compare it with fp32")
     p.add_argument("--dev_file", default=None, help="dev file in the task's training format: parity inputs, "
@@ -24,6 +24,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use at most N dev examples for the int8 metrics")
     p.add_argument("--pooling_mode", choices=("cls", "mean", "linear"), default=None,
                    help="pooling for a plain transformers encoder without a saved pooler (default: mean)")
+    p.add_argument("--no_optimize", action="store_true",
+                   help="write the plain graph (standard ONNX ops, for runtimes other than onnxruntime) instead "
+                        "of the one fused for onnxruntime (Attention, SkipLayerNormalization, ...)")
     return p
 
 
@@ -51,13 +54,19 @@ def run(argv: Sequence[str] | None = None, description: str | None = None) -> in
 def export_and_verify(args) -> dict:
     from bertorch.onnx.verify import check_parity
 
-    path = export_model(args.model_dir, args.output, args.opset, args.pooling_mode)
-    logger.info(f"exported {args.model_dir} -> {path} (opset {args.opset}, {_mb(path):.1f} MB)")
+    path = export_model(args.model_dir, args.output, args.opset, args.pooling_mode, optimize=not args.no_optimize)
+    fused = fused_ops(path)
+    logger.info(f"exported {args.model_dir} -> {path} (opset {args.opset}, {_mb(path):.1f} MB, "
+                + (f"fused for onnxruntime: {fused})" if fused else "plain graph)"))
     parity = check_parity(args.model_dir, path, dev_file=args.dev_file)
+    if fused and not parity.ok:  # an optimizer fusion that changed the maths: the plain graph may still serve
+        logger.warning("the fused graph does not match PyTorch:\n" + parity.table() + "\nexporting the plain graph")
+        path, fused = export_model(args.model_dir, args.output, args.opset, args.pooling_mode, optimize=False), ""
+        parity = check_parity(args.model_dir, path, dev_file=args.dev_file)
     logger.info("onnxruntime vs PyTorch, every (batch, length) cell:\n" + parity.table())
     report = {"model_dir": os.path.abspath(args.model_dir), "task": parity.task, "onnx": path, "opset": args.opset,
-              "size_mb": _mb(path), "parity": {"ok": parity.ok, "max_abs_diff": parity.max_abs_diff,
-                                               "cells": parity.rows}}
+              "fused_ops": fused, "size_mb": _mb(path),
+              "parity": {"ok": parity.ok, "max_abs_diff": parity.max_abs_diff, "cells": parity.rows}}
     if args.quantize and parity.ok:
         report["int8"] = quantize_and_compare(args, path)
     return report
@@ -89,6 +98,14 @@ def quantize_and_compare(args, path: str) -> dict:
                 f"fp32: {same:.4f}" + "".join(f"; {k}: fp32 {v:.4f}, int8 {out['int8_metrics'].get(k, float('nan')):.4f}"
                                                 for k, v in out.get("fp32_metrics", {}).items()))
     return out
+
+
+def fused_ops(path: str) -> str:
+    """The graph's `bertorch.fused_ops` metadata ("Attention:4,..."; empty for a plain graph)."""
+    import onnx
+
+    meta = onnx.load(path, load_external_data=False).metadata_props
+    return next((p.value for p in meta if p.key == "bertorch.fused_ops"), "")
 
 
 def _mb(path: str) -> float:

@@ -7,7 +7,9 @@ sentence encoders output the pooled + projected `sentence_embedding` and its L2-
 `normalized_embedding`, so serving code that reads the graph directly gets `SentenceEncoder.encode`.
 
 We use torch's TorchScript exporter (`dynamo=False`): it traces BERT-family models exactly and needs
-nothing beyond torch and onnx, whereas the dynamo exporter would add onnxscript as a dependency.
+nothing beyond torch and onnx, whereas the dynamo exporter would add onnxscript as a dependency. The trace
+uses the eager attention and the graph is then fused for onnxruntime (`optimize.py` says why);
+`optimize=False` writes the plain graph of standard ONNX ops.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ import warnings
 import torch
 from torch import nn
 
+from bertorch.onnx.optimize import eager_attention, optimize_graph
 from bertorch.onnx.runtime import INPUT_NAMES, ONNX_NAME, OnnxError
 
-MIN_OPSET = 14  # scaled_dot_product_attention (transformers' default attention) exports from opset 14 on
+MIN_OPSET = 10  # the traced eager attention slices with dynamic bounds: Slice takes them as inputs from opset 10
 OUTPUTS = {"classification": ("logits",), "ner": ("logits",),
            "sentence_embedding": ("sentence_embedding", "normalized_embedding")}
 # Everything a predictor reads besides the weights: tokenizer, config, task info, CRF/pooling extras.
@@ -40,8 +43,8 @@ def max_opset() -> int:
 
 def check_opset(opset: int) -> None:
     if opset < MIN_OPSET:
-        raise OnnxError(f"--opset {opset} is too old for this model: BERT-family attention "
-                        f"(scaled_dot_product_attention) needs opset {MIN_OPSET} or newer; use --opset 17")
+        raise OnnxError(f"--opset {opset} is too old for this model: BERT-family attention needs dynamic "
+                        f"slices (opset {MIN_OPSET} or newer); use --opset 17")
     if opset > max_opset():
         raise OnnxError(f"--opset {opset} is newer than torch's TorchScript exporter supports "
                         f"({max_opset()}); use --opset 17")
@@ -89,8 +92,10 @@ def export_paths(output: str) -> tuple[str, str]:
     return os.path.join(output, ONNX_NAME), output
 
 
-def export_model(model_dir: str, output: str, opset: int = 17, pooling_mode: str | None = None) -> str:
-    """Write the graph + sidecar files; returns the .onnx path. Loads from `model_dir` on CPU."""
+def export_model(model_dir: str, output: str, opset: int = 17, pooling_mode: str | None = None,
+                 optimize: bool = True) -> str:
+    """Write the graph + sidecar files; returns the .onnx path. Loads from `model_dir` on CPU. The fused
+    ops are listed in the graph's `bertorch.fused_ops` metadata (empty: plain graph)."""
     import onnx
 
     check_opset(opset)
@@ -111,17 +116,20 @@ def export_model(model_dir: str, output: str, opset: int = 17, pooling_mode: str
         # transformers' padding mask indexes with aranges, never negative indices
         warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")
         try:
-            torch.onnx.export(module, args, path, input_names=list(INPUT_NAMES), output_names=list(OUTPUTS[task]),
-                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+            with eager_attention(module):
+                torch.onnx.export(module, args, path, input_names=list(INPUT_NAMES), output_names=list(OUTPUTS[task]),
+                                  dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
         except Exception as e:
             if "opset" in str(e).lower():
                 raise OnnxError(f"--opset {opset} cannot express this model: {str(e).splitlines()[0]}") from None
             raise
-    graph = onnx.load(path)
     model = predictor.backend.model
     config = getattr(model, "config", None) or model.backbone.config  # SentenceEmbedder wraps the backbone
+    fused = optimize_graph(path, config) if optimize else {}
+    graph = onnx.load(path)
     meta = {"bertorch.task": task, "bertorch.vocab_size": str(config.vocab_size),
-            "bertorch.source": os.path.abspath(model_dir)}
+            "bertorch.source": os.path.abspath(model_dir),
+            "bertorch.fused_ops": ",".join(f"{op}:{n}" for op, n in sorted(fused.items()))}
     if task == "sentence_embedding":
         meta["bertorch.pooling_mode"] = info["pooling_mode"]
     for key, value in meta.items():
