@@ -73,11 +73,19 @@ class OnnxBackend:
     """
 
     def __init__(self, path_or_export_dir: str, providers=None, device: str | None = None,
-                 outputs: tuple[str, ...] = (), tokenizer=None):
+                 outputs: tuple[str, ...] = (), tokenizer=None, threads: int | None = None,
+                 spinning: bool | None = None):
+        """`threads`: intra-op threads (default: onnxruntime's, one per physical core). `spinning=False`
+        lets idle worker threads sleep instead of busy-waiting for the next op: slower by a wake-up per
+        op, but they no longer take cores from other work in the process or on a shared machine."""
         ort = require_onnxruntime()
         self.path, self.model_dir = resolve_onnx_path(path_or_export_dir)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        if spinning is not None:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(self.path, options, providers=choose_providers(providers, device))
         except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
@@ -126,13 +134,14 @@ class OnnxBackend:
 
 
 def onnx_predictor(cls, path: str, info: dict, device: str | None = None, output: str = "logits", **kwargs):
-    """`cls(export_dir, info, OnnxBackend)`: what each predictor's `load(..., backend="onnx")` returns."""
+    """`cls(export_dir, info, OnnxBackend)`: what each predictor's `load(..., backend="onnx")` returns;
+    `providers`, `threads` and `spinning` in kwargs go to the OnnxBackend."""
     from transformers import AutoTokenizer
 
     file, model_dir = resolve_onnx_path(path)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     backend = OnnxBackend(file, providers=kwargs.get("providers"), device=device, outputs=(output,),
-                          tokenizer=tokenizer)
+                          tokenizer=tokenizer, threads=kwargs.get("threads"), spinning=kwargs.get("spinning"))
     baked, asked = backend.metadata.get("bertorch.pooling_mode"), kwargs.get("pooling_mode")
     if asked and baked and asked != baked:
         raise OnnxError(f"{file} was exported with pooling {baked!r}, not {asked!r}; re-export with "

@@ -23,7 +23,8 @@ class SentenceEncoder(Predictor):
         """`pooling_mode` only matters for a directory without a saved pooler (a plain HF encoder)."""
         if backend == "onnx":  # pooling, projection and normalisation are inside the exported graph
             from bertorch.onnx import onnx_predictor
-            return onnx_predictor(cls, model_dir, info, device, output="sentence_embedding", pooling_mode=pooling_mode)
+            return onnx_predictor(cls, model_dir, info, device, output="sentence_embedding", pooling_mode=pooling_mode,
+                                  **kwargs)
         if backend != "torch":
             raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
         from transformers import AutoModel
