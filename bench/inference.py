@@ -39,9 +39,13 @@ def prepare_onnx(model_dir: str, onnx_dir: str | None, workdir: str) -> tuple[st
     return fp32, quantize_int8(fp32)
 
 
+PAUSE = 0.01  # s before each timed call: the previous backend's idle threads stop spinning (PyTorch's ~5 ms)
+
+
 def measure(backends: dict, info: dict, examples: list, gold, batch_size: int) -> list[dict]:
     """One pass over `examples` per backend in calls of `batch_size` (after a warm-up call). Backends
-    take turns call by call, so on a shared machine a burst of load hits all of them alike."""
+    take turns call by call, so on a shared machine a burst of load hits all of them alike; a short
+    untimed pause before each call keeps one backend's busy-waiting threads out of the next one's time."""
     from bertorch.onnx.evaluate import predict_all, score
 
     task = info["task"]
@@ -51,6 +55,7 @@ def measure(backends: dict, info: dict, examples: list, gold, batch_size: int) -
     for s in range(0, len(examples), batch_size):
         chunk = examples[s:s + batch_size]
         for name, predictor in backends.items():
+            time.sleep(PAUSE)
             start = time.perf_counter()
             out = predict_all(predictor, task, chunk, batch_size)
             elapsed = time.perf_counter() - start
@@ -76,14 +81,24 @@ def run(args) -> list[dict]:
     from bertorch.predict import Predictor, read_task_info
 
     info = read_task_info(args.model_dir)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs; "
           f"torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as workdir:
         fp32, int8 = prepare_onnx(args.model_dir, args.onnx_dir, workdir)
+        # Idle onnxruntime threads busy-wait by default; here they would spin on the cores through the
+        # next backend's call (PyTorch measured right after onnxruntime ran several times slower at batch
+        # 1), so they sleep instead unless --spinning: a small cost to onnxruntime, none to PyTorch.
+        ort = {"backend": "onnx", "device": "cpu", "spinning": args.spinning, "threads": args.threads}
         backends = {"torch": Predictor.from_pretrained(args.model_dir, backend="torch", device="cpu"),
-                    "onnx fp32": Predictor.from_pretrained(fp32, backend="onnx", device="cpu"),
-                    "onnx int8": Predictor.from_pretrained(int8, backend="onnx", device="cpu")}
+                    "onnx fp32": Predictor.from_pretrained(fp32, **ort),
+                    "onnx int8": Predictor.from_pretrained(int8, **ort)}
+        session = backends["onnx fp32"].backend.session.get_session_options()
+        print(f"onnxruntime: intra-op threads {session.intra_op_num_threads or 'default (physical cores)'}, "
+              f"spinning {'on' if args.spinning else 'off'}, fused ops: "
+              f"{backends['onnx fp32'].backend.metadata.get('bertorch.fused_ops') or 'none (plain graph)'}")
         labels = getattr(backends["torch"], "labels", None) if info["task"] != "sentence_embedding" else None
         examples, gold = read_eval_set(info, args.dev_file, labels, args.limit)
         rows = [row for batch_size in args.batch_sizes for row in measure(backends, info, examples, gold, batch_size)]
@@ -115,6 +130,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--limit", type=int, default=None, help="use the first N dev examples")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--output", default=None, help="also write the rows (with ratios to torch) as JSON")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both backends (default: PyTorch's and onnxruntime's own defaults)")
+    parser.add_argument("--spinning", action="store_true",
+                        help="let idle onnxruntime threads busy-wait (its default; unfair to the backend run next)")
     args = parser.parse_args(argv)
     rows = run(args)
     if args.output:
