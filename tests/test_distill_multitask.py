@@ -80,7 +80,7 @@ def in_memory_tags(task, texts):
 def test_two_tasks_one_encoder_end_to_end(spec_args, tmp_path, captured):
     out = tmp_path / "student"
     results = distil(out, "--student_layers", "2", *spec_args, "--epochs", "2", "--save_best_model",
-                     "--eval_steps", "6")
+                     "--eval_steps", "13")
     task = captured["task"]
     # Batches hold one task each, every task's data once an epoch.
     senti, resume = (len(task.parts[n].train_features) for n in ("senti", "resume"))
