@@ -17,6 +17,7 @@ from loguru import logger
 from transformers import AutoConfig, AutoTokenizer
 
 TASK_FILE = "bertorch.json"
+MULTITASK_FILE = "multitask.json"  # a multi-task student: one model directory per task inside
 # task name -> "module:Class"; modules are imported only when their kind of model is loaded.
 PREDICTORS = {
     "classification": "bertorch.predict:ClassificationPredictor",
@@ -65,6 +66,13 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, model_dir: str, backend: str = "torch", device: str | None = None, **kwargs):
         """The right predictor for the directory; `backend="onnx"` takes an .onnx path or export dir."""
+        manifest = os.path.join(model_dir, MULTITASK_FILE)
+        if cls is Predictor and os.path.isfile(manifest):
+            with open(manifest, encoding="utf-8") as f:
+                tasks = list(json.load(f)["tasks"])
+            raise ValueError(f"{model_dir} is a multi-task student: load one task's directory, e.g. "
+                             f"{os.path.join(model_dir, tasks[0])} (tasks: {', '.join(tasks)}), or all of them with "
+                             f"bertorch.distill.multitask.load_predictors({model_dir!r})")
         info = read_task_info(model_dir if os.path.isdir(model_dir) else os.path.dirname(model_dir))
         target = _load_class(PREDICTORS[info["task"]])
         if cls is not Predictor and not issubclass(target, cls):

@@ -204,7 +204,7 @@ class Trainer:
         for k in names:
             window[k] = [torch.zeros((), device=self.env.device), 0]
         real, padded = totals.pop("tokens", (0.0, 0.0))
-        values = {k: num / max(den, 1e-12) for k, (num, den) in totals.items()}
+        values = {k: num / den for k, (num, den) in totals.items() if den}  # a multi-task window may lack a task
         s, speed = self.state, steps / seconds
         logger.info(f"global step: {s.global_step}, epoch: {s.epoch + 1}, batch: {s.batch_in_epoch}, "
                     f"{format_metrics(values)}, speed: {speed:.2f} step/s")

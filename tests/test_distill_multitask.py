@@ -129,6 +129,8 @@ def test_two_tasks_one_encoder_end_to_end(spec_args, tmp_path, captured):
     assert Predictor.from_pretrained(str(out / "senti")).predict(TEXTS) == labels == predictors["senti"].predict(TEXTS)
     tags = [r["tags"] for r in Predictor.from_pretrained(str(out / "resume")).predict(TEXTS)]
     assert tags == in_memory_tags(task, TEXTS) == [r["tags"] for r in predictors["resume"].predict(TEXTS)]
+    with pytest.raises(ValueError, match="multi-task student.*tasks: senti, resume"):
+        Predictor.from_pretrained(str(out))  # the top level is the shared encoder, not a task's model
 
 
 def test_separate_student_with_matches_checkpoints_and_resumes(spec_args, tiny_bert, tmp_path):

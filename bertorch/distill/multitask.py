@@ -39,10 +39,9 @@ from bertorch.distill.distiller import StepClock
 from bertorch.distill.multihead import ROWS, SEP, MultiTaskDistiller, split_batch
 from bertorch.distill.student import copy_teacher_layers, prepare_student
 from bertorch.models.base import ModelError
-from bertorch.predict import read_task_info
+from bertorch.predict import MULTITASK_FILE as MANIFEST_FILE, read_task_info
 from bertorch.tasks.distill import TEACHER_TASK, DistillTask
 
-MANIFEST_FILE = "multitask.json"
 MEAN_METRIC = "mean_score"
 PER_TASK = "per task (--task_spec)"  # --train_data_file under --task multitask
 KEYS = {"name": "name", "teacher": "teachers", "teacher_model_dir": "teachers", "train": "train",
