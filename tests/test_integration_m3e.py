@@ -33,7 +33,7 @@ def slice_file(src, dst, n):
 
 def test_m3e_small_learns_sentiment_beyond_majority(m3e_small, tmp_path):
     data = os.path.join(REPO_DATA_DIR, "chnsenticorp")
-    train, _ = slice_file(os.path.join(data, "train.tsv"), tmp_path / "train.tsv", 480)
+    train, _ = slice_file(os.path.join(data, "train.tsv"), tmp_path / "train.tsv", 960)
     dev, gold = slice_file(os.path.join(data, "dev.tsv"), tmp_path / "dev.tsv", 200)
     out = tmp_path / "out"
     results = run_classifier.main([
