@@ -17,7 +17,7 @@ from bertorch.models.crf import CRFHead, viterbi_decode_numpy
 from bertorch.models.random_init import build_char_vocab, make_random_bert
 from bertorch.models.tagger import Tagger, load_crf_arrays
 from bertorch.onnx import OnnxBackend, OnnxError, check_parity, choose_providers, export_model
-from bertorch.onnx.verify import build_features, compare_backends, pad
+from bertorch.onnx.verify import build_features, pad
 from bertorch.predict import Predictor
 
 pytest.importorskip("onnxruntime")
@@ -115,26 +115,25 @@ def test_export_matches_torch_at_two_batch_sizes_and_two_lengths(kind, exported)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_default_graph_is_fused_and_matches_the_plain_graph_on_any_mask(kind, exported, tmp_path):
-    """The default export is the fused graph (one Attention per layer, raw 2-D mask); it agrees with the
-    plain graph and with PyTorch on every cell, and on masks that are not right padding."""
+def test_optimised_graph_is_fused_and_matches_torch_and_the_plain_graph_on_any_mask(kind, exported, tmp_path):
+    """--optimize: one Attention per layer (raw 2-D mask); it agrees with PyTorch on every cell, and with
+    the plain graph also on masks that are not right padding."""
     import onnx
 
     model_dir, export_dir = exported[kind]
-    fused = onnx.load(os.path.join(export_dir, "model.onnx"))
+    path = export_model(model_dir, str(tmp_path / "fused"), opset=17, optimize=True)
+    fused = onnx.load(path)
     ops = [n.op_type for n in fused.graph.node]
     assert ops.count("Attention") == 2 and "SkipLayerNormalization" in ops  # tiny BERT: 2 layers
     assert "Attention:2" in {p.key: p.value for p in fused.metadata_props}["bertorch.fused_ops"]
-    plain = export_model(model_dir, str(tmp_path / "plain"), opset=17, optimize=False)
-    assert "Attention" not in [n.op_type for n in onnx.load(plain).graph.node]
+    assert "Attention" not in [n.op_type for n in onnx.load(os.path.join(export_dir, "model.onnx")).graph.node]
     examples = [list(t) for t in TEXTS] if kind.startswith("ner") else (
         list(zip(TEXTS, TEXTS[1:] + TEXTS[:1])) if kind == "pair" else TEXTS)
-    info = json.load(open(os.path.join(export_dir, "bertorch.json"))) if kind != "plain_encoder" else {
-        "task": "sentence_embedding"}
-    tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    a, b = OnnxBackend(plain), OnnxBackend(export_dir)
-    report = compare_backends(a, b, info, tokenizer, examples, **GRID)
+    report = check_parity(model_dir, path, examples, **GRID)
     assert report.ok and report.max_abs_diff < 1e-4, report.table()
+    info = json.load(open(os.path.join(export_dir, "bertorch.json")))
+    tokenizer = AutoTokenizer.from_pretrained(export_dir)
+    a, b = OnnxBackend(export_dir), OnnxBackend(path)
     # left padding and a hole: the fused attention reads the mask itself, not per-row lengths
     inputs = pad(build_features(info, tokenizer, examples, 16)[:3], tokenizer.pad_token_id)
     lengths = inputs["attention_mask"].sum(1)
@@ -219,7 +218,7 @@ def test_encoder_graph_outputs_the_normalised_vector_of_encode(exported):
 def test_int8_export_agrees_with_fp32_and_reports_metrics(trained_classifier, sentiment_files, tmp_path):
     out = tmp_path / "q"
     assert export_onnx.main(["--model_dir", trained_classifier, "--output", str(out), "--quantize", "int8",
-                             "--dev_file", sentiment_files["dev"]]) == 0
+                             "--dev_file", sentiment_files["dev"], "--optimize"]) == 0
     report = json.loads((out / "onnx_export.json").read_text(encoding="utf-8"))
     assert report["parity"]["ok"] and len(report["parity"]["cells"]) == 4
     q = report["int8"]
@@ -260,7 +259,7 @@ def test_a_fused_graph_that_disagrees_falls_back_to_the_plain_graph(trained_clas
         return fused
 
     monkeypatch.setattr(export, "optimize_graph", wrong_fusion)
-    assert export_onnx.main(["--model_dir", trained_classifier, "--output", str(tmp_path / "o")]) == 0
+    assert export_onnx.main(["--model_dir", trained_classifier, "--output", str(tmp_path / "o"), "--optimize"]) == 0
     report = json.loads((tmp_path / "o" / "onnx_export.json").read_text())
     assert report["parity"]["ok"] and report["fused_ops"] == ""
     assert "Attention" not in [n.op_type for n in onnx.load(str(tmp_path / "o" / "model.onnx")).graph.node]

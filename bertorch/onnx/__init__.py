@@ -1,12 +1,12 @@
 """ONNX export and onnxruntime inference for every model kind bertorch saves.
 
-    path = export_model("outputs/ner", "outputs/ner-onnx")          # fused graph + tokenizer/config/CRF beside it
+    path = export_model("outputs/ner", "outputs/ner-onnx")          # graph + tokenizer/config/CRF beside it
     check_parity("outputs/ner", path).ok                             # 2 batch sizes x 2 lengths vs PyTorch
     quantize_int8(path)                                              # model_int8.onnx
     Predictor.from_pretrained("outputs/ner-onnx", backend="onnx")    # same results as backend="torch"
 
 Modules: runtime (OnnxBackend, providers, session options, input checks), export (graph per task),
-optimize (fusion for onnxruntime: Attention, SkipLayerNormalization, ...), verify (parity), evaluate
+optimize (eager-attention trace, optional fusion for onnxruntime), verify (parity), evaluate
 (dev metrics, agreement, int8), command (export_onnx.py). onnxruntime is imported lazily so
 that `import bertorch.onnx` works without it and the error names the extra to install.
 """

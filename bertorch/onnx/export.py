@@ -8,8 +8,8 @@ sentence encoders output the pooled + projected `sentence_embedding` and its L2-
 
 We use torch's TorchScript exporter (`dynamo=False`): it traces BERT-family models exactly and needs
 nothing beyond torch and onnx, whereas the dynamo exporter would add onnxscript as a dependency. The trace
-uses the eager attention and the graph is then fused for onnxruntime (`optimize.py` says why);
-`optimize=False` writes the plain graph of standard ONNX ops.
+uses the eager attention; `optimize=True` also fuses the graph for onnxruntime (`optimize.py` says why
+and when that pays).
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def export_paths(output: str) -> tuple[str, str]:
 
 
 def export_model(model_dir: str, output: str, opset: int = 17, pooling_mode: str | None = None,
-                 optimize: bool = True) -> str:
+                 optimize: bool = False) -> str:
     """Write the graph + sidecar files; returns the .onnx path. Loads from `model_dir` on CPU. The fused
     ops are listed in the graph's `bertorch.fused_ops` metadata (empty: plain graph)."""
     import onnx
