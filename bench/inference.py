@@ -101,6 +101,10 @@ def run(args) -> list[dict]:
               f"{backends['onnx fp32'].backend.metadata.get('bertorch.fused_ops') or 'none (plain graph)'}")
         labels = getattr(backends["torch"], "labels", None) if info["task"] != "sentence_embedding" else None
         examples, gold = read_eval_set(info, args.dev_file, labels, args.limit)
+        if args.sort_by_length:  # batches of similar lengths, as Predictor.predict makes of one long list
+            size = [sum(map(len, e)) if isinstance(e, tuple) else len(e) for e in examples]  # pairs: both texts
+            order = sorted(range(len(examples)), key=lambda i: -size[i])
+            examples, gold = [examples[i] for i in order], None if gold is None else [gold[i] for i in order]
         rows = [row for batch_size in args.batch_sizes for row in measure(backends, info, examples, gold, batch_size)]
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -129,13 +133,22 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--onnx_dir", default=None, help="export_onnx.py output (default: export to a temp dir)")
     parser.add_argument("--limit", type=int, default=None, help="use the first N dev examples")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--sort_by_length", action="store_true",
+                        help="batch the examples longest first (offline labelling) instead of in file order "
+                             "(requests as they come); both backends always get the same batches")
     parser.add_argument("--output", default=None, help="also write the rows (with ratios to torch) as JSON")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both backends (default: PyTorch's and onnxruntime's own defaults)")
     parser.add_argument("--spinning", action="store_true",
                         help="let idle onnxruntime threads busy-wait (its default; unfair to the backend run next)")
     args = parser.parse_args(argv)
-    rows = run(args)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        rows = run(args)
+    finally:
+        torch.set_num_threads(threads)  # --threads in-process (tests) must not outlive the run
     if args.output:
         base = {r["batch_size"]: r for r in rows if r["backend"] == "torch"}
         for r in rows:

@@ -320,4 +320,10 @@ def test_inference_benchmark_runs_all_backends(exported, sentiment_files, capsys
     assert {(r["backend"], r["batch_size"]) for r in rows} == {(b, s) for b in ("torch", "onnx fp32", "onnx int8")
                                                                for s in (1, 4)}
     assert all(r["examples_per_s"] > 0 and "accuracy" in r["metrics"] for r in rows)
-    assert "vs torch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "vs torch" in out and "spinning off" in out
+    # batched longest first: the same examples, so the same metrics
+    again = inference.main(["--model_dir", exported["classifier"][0], "--onnx_dir", exported["classifier"][1],
+                            "--dev_file", sentiment_files["dev"], "--limit", "6", "--batch_sizes", "4",
+                            "--sort_by_length", "--threads", "1"])
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in rows if r["batch_size"] == 4]
