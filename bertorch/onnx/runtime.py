@@ -76,8 +76,8 @@ class OnnxBackend:
                  outputs: tuple[str, ...] = (), tokenizer=None, threads: int | None = None,
                  spinning: bool | None = None):
         """`threads`: intra-op threads (default: onnxruntime's, one per physical core). `spinning=False`
-        lets idle worker threads sleep instead of busy-waiting for the next op: slower by a wake-up per
-        op, but they no longer take cores from other work in the process or on a shared machine."""
+        lets idle worker threads sleep instead of busy-waiting (tens of ms after each run by default):
+        a wake-up per op, but no cores taken from other work in the process or on a shared machine."""
         ort = require_onnxruntime()
         self.path, self.model_dir = resolve_onnx_path(path_or_export_dir)
         options = ort.SessionOptions()
