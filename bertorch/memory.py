@@ -19,6 +19,11 @@ Measured peak RSS (random BERT 4x312, 12 heads, FFN 1200, ChnSentiCorp, batch 32
 measured alone on a quiet machine): glibc defaults 1.76 GB at 43.5 samples/s; mmap threshold 64 KiB
 1.31 GB but only 36 samples/s (every mid-size tensor page-faults fresh memory); 1 MiB 1.32 GB at 32
 samples/s; 8 MiB 1.60 GB at 45.6 samples/s -- the setting kept: memory down, speed unchanged.
+
+Also: ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch backs big tensors with transparent huge pages: fewer page faults)
+and ``release_free_memory()`` after tokenising. With those and bertorch/models/low_memory.py the same
+benchmark peaks at 1.01 GB (32.7 samples/s; 1.32 GB at 28.9 samples/s with --no-low_memory_training,
+results/train_throughput_lowmem_quiet.json).
 """
 from __future__ import annotations
 
