@@ -65,6 +65,14 @@ def add(args) -> None:
         json.dump(table, f, indent=2, ensure_ascii=False)
 
 
+def cell(value) -> str:
+    """Scores (below 1) keep 4 decimals; speeds, ratios and times keep 3 significant figures or whole units."""
+    if not isinstance(value, float):
+        return str(value)
+    magnitude = abs(value)
+    return f"{value:.4f}" if magnitude < 1 else f"{value:.2f}" if magnitude < 10 else f"{value:.1f}" if magnitude < 100 else f"{value:.0f}"
+
+
 def render(args) -> str:
     table = load(args.name)
     columns: list[str] = []
@@ -79,7 +87,7 @@ def render(args) -> str:
              + (" (QUICK mode: pipeline check, not real figures)" if meta.get("quick") == "1" else ""), "",
              "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in table["rows"]:
-        lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+        lines.append("| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(RESULTS_DIR, f"{args.name}.md"), "w", encoding="utf-8") as f:
         f.write(text)
