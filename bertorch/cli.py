@@ -88,6 +88,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--low_memory_training", action=argparse.BooleanOptionalAction, default=True,
                    help="on CPU in fp32: attention/FFN recompute and bool dropout masks keep less for backward "
                         "(same maths; dropout draws differ from stock PyTorch). See bertorch/models/low_memory.py")
+    g.add_argument("--checkpoint_above_tokens", type=int, default=4096,
+                   help="with --low_memory_training: batches of more than N tokens (batch x padded length) also "
+                        "recompute each layer in backward, keeping only its input (0 = never)")
+    g.add_argument("--gradient_checkpointing", action="store_true",
+                   help="recompute each layer in backward for every batch, on any device: least memory, "
+                        "about a third more compute")
     g.add_argument("--loss_type", choices=LOSS_TYPES + tuple(LOSS_ALIASES), default="cross_entropy",
                    help="hard-label loss")
     g.add_argument("--label_smoothing", type=float, default=0.1, help="smoothing for --loss_type label_smoothing")

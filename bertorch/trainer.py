@@ -24,7 +24,7 @@ from bertorch.adversarial import build_adversary
 from bertorch.data.batching import eval_shard
 from bertorch.logging import MetricsWriter, format_metrics, plot_curves, progress_bar
 from bertorch.memory import release_free_memory
-from bertorch.models.low_memory import use_low_memory_training
+from bertorch.models.low_memory import checkpoint_large_batches, use_low_memory_training
 from bertorch.optim import build_optimizer, build_param_groups, build_scheduler
 from bertorch.tasks.base import Task
 
@@ -62,6 +62,10 @@ class Trainer:
         release_free_memory()  # tokenising the data left hundreds of MB freed but resident
         if args.low_memory_training:
             use_low_memory_training(self.raw_model)  # only takes over on CPU in fp32
+        if args.gradient_checkpointing:
+            checkpoint_large_batches(self.raw_model, max_tokens=0)  # every batch, any device
+        elif args.low_memory_training and args.checkpoint_above_tokens > 0:
+            checkpoint_large_batches(self.raw_model, args.checkpoint_above_tokens)
         self.sampler = task.train_sampler()
         self.accum = args.gradient_accumulation_steps
         self.steps_per_epoch = math.ceil(len(self.sampler) / self.accum)

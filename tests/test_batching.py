@@ -59,3 +59,11 @@ def test_eval_shards_cover_everything_once():
 def test_pad_sequences():
     assert pad_sequences([[1, 2], [3]], 0).tolist() == [[1, 2], [3, 0]]
     assert pad_sequences([[1]], 9, length=3).tolist() == [[1, 9, 9]]
+
+
+def test_the_longest_example_comes_first_with_grouping_only():
+    longest = max(range(len(LENGTHS)), key=LENGTHS.__getitem__)
+    for epoch in range(3):
+        assert longest in epoch_batches(1, 16, epoch=epoch)[0][0]  # the epoch's memory peak, met at step 1
+    plain = [epoch_batches(1, 16, epoch=e, group_by_length=False)[0][0] for e in range(3)]
+    assert not all(longest in b for b in plain)  # the baseline's order stays purely random

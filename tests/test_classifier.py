@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import run_classifier
+from bertorch.models import low_memory
 from bertorch.predict import Predictor
 
 
@@ -61,6 +62,22 @@ def test_accumulation_equals_a_larger_batch(tiny_bert, sentiment_files, tmp_path
     a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("flags", [["--gradient_checkpointing"], ["--checkpoint_above_tokens", "1"]])
+def test_activation_checkpointing_trains_the_same_weights(flags, tiny_bert, sentiment_files, tmp_path):
+    """The flags reach the model (every batch is above a 1-token budget) and change memory, not results
+    (with dropout: tests/test_low_memory.py)."""
+    common = ["--epochs", "1", "--max_steps", "3"]
+    run_classifier.main(args_for(tiny_bert, sentiment_files, tmp_path / "plain", *common, "--checkpoint_above_tokens", "0"))
+    calls, checkpoint = [], low_memory.checkpoint
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(low_memory, "checkpoint", lambda *a, **kw: calls.append(1) or checkpoint(*a, **kw))
+        results = run_classifier.main(args_for(tiny_bert, sentiment_files, tmp_path / "ckpt", *common, *flags))
+    assert results["global_step"] == 3 and len(calls) == 3 * 2  # 3 steps x 2 layers
+    a, b = final_weights(tmp_path / "plain"), final_weights(tmp_path / "ckpt")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
 
 
 def test_resume_continues_exactly(tiny_bert, sentiment_files, tmp_path):

@@ -10,7 +10,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from bertorch.models.low_memory import (ATTENTION_NAME, ActivationLinear, BoolMaskDropout, _ActivationLinear,
-                                        _DropoutAttention, _keep_mask, dropout_attention, use_low_memory_training)
+                                        _DropoutAttention, _keep_mask, checkpoint_large_batches, dropout_attention,
+                                        use_low_memory_training)
 
 
 def _qkv(dtype=torch.float64, shape=(2, 3, 5, 4)):
@@ -84,6 +85,18 @@ def _batch():
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2])}
 
 
+def _saved_bytes(model) -> int:
+    """Bytes of the tensors autograd keeps for backward in one forward pass of `_batch()`."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**_batch())
+    return sum(seen.values())
+
+
 def test_switched_model_equals_stock_without_dropout():
     stock = _bert(0.0).train()
     ours = copy.deepcopy(stock)
@@ -124,17 +137,25 @@ def test_switched_model_with_dropout_is_seeded_and_eval_is_unchanged(tmp_path):
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_switched_model_keeps_less_for_backward(dropout):
-    def saved_bytes(model):
-        seen = {}
-
-        def pack(t):
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(**_batch())
-        return sum(seen.values())
-
     stock = _bert(dropout).train()
     ours = copy.deepcopy(stock)
     use_low_memory_training(ours)
-    assert saved_bytes(ours) < saved_bytes(stock)
+    assert _saved_bytes(ours) < _saved_bytes(stock)
+
+
+@pytest.mark.parametrize("budget, checkpointed", [(0, True), (3 * 9 - 1, True), (3 * 9, False)])
+def test_batches_above_the_token_budget_are_checkpointed_with_the_same_gradients(budget, checkpointed):
+    plain = _bert(0.1)
+    use_low_memory_training(plain)
+    ours = copy.deepcopy(plain)
+    assert checkpoint_large_batches(ours, budget) == 2
+    grads = []
+    for model in (plain, ours):
+        model.train()
+        torch.manual_seed(3)  # dropout seeds come from torch's RNG, which the checkpoint replays
+        model(**_batch()).loss.backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(layer.gradient_checkpointing == checkpointed for layer in ours.bert.encoder.layer)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert (_saved_bytes(ours) < _saved_bytes(plain)) == checkpointed

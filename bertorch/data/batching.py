@@ -52,11 +52,21 @@ class TrainBatchSampler:
         if self.group_by_length and self.shuffle:
             perm = torch.randperm(len(batches), generator=g).tolist()
             batches = [batches[p] for p in perm]
+        if self.group_by_length:
+            batches = longest_first(batches, self.lengths)
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.global_batches()[self.start_batch:]:
             yield shard_batch(batch, self.rank, self.world_size)
+
+
+def longest_first(batches: list[list[int]], lengths: Sequence[int]) -> list[list[int]]:
+    """Move the batch holding the longest example to the front: grouped batches put the longest examples
+    together, so that batch is the epoch's memory peak -- better to meet it (or run out of memory) in the
+    first step than hours in. The other batches keep their random order."""
+    first = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    return [batches[first]] + batches[:first] + batches[first + 1:]
 
 
 def shard_batch(batch: list[int], rank: int, world_size: int) -> list[int]:

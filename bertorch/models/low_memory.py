@@ -12,6 +12,12 @@ more than they need on CPU (batch 32 x length 128, 4 layers of hidden 312 / FFN 
   keeps the input only and recomputes the activation in backward (a cheap element-wise op): -75 MB.
 * CPU dropout keeps a float mask (4 bytes an element): `BoolMaskDropout` keeps a bool mask: -35 MB.
 
+What is left is about 72 KB a token (4 layers x 312). A batch far above the usual size -- Sentence-BERT
+encodes 2 x 32 texts, and grouping by length puts AFQMC's longest 64 together (7,300 tokens: +530 MB) --
+would set the run's peak alone, so `checkpoint_large_batches` re-runs the layers of batches above a
+token budget in backward (transformers' activation checkpointing, switched per batch): they keep only
+each layer's input. The budget defaults to 4096 tokens (32 x 128), so ordinary batches pay nothing.
+
 `use_low_memory_training(model)` switches a model to these in place. Weights, state-dict keys and the
 saved directory are unchanged, and each piece only takes over where it pays -- training on CPU in fp32
 with gradients; eval, CUDA (whose fused SDPA kernels already save memory) and autocast use the stock path.
@@ -20,15 +26,18 @@ they are not the same draws as stock PyTorch dropout.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 ATTENTION_NAME = "bertorch_sdpa"
 
@@ -195,3 +204,24 @@ def use_low_memory_training(model: nn.Module) -> dict[str, int]:
             module.__class__ = BoolMaskDropout
             counts["dropout"] += 1
     return counts
+
+
+def checkpoint_large_batches(model: nn.Module, max_tokens: int) -> int:
+    """Recompute each transformer layer in backward (activation checkpointing) for batches of more than
+    `max_tokens` tokens (batch x padded length); `max_tokens=0` checkpoints every batch, on any device
+    (what `--gradient_checkpointing` does). A budget > 0 only applies where low-memory training does (CPU,
+    fp32, with gradients). Returns the number of layers hooked (0 for layouts transformers does not mark
+    as checkpointable). Dropout seeds come from torch's RNG, which the checkpoint restores for the
+    re-run, so the recomputed layer draws the same masks: same values, same gradients."""
+    run = functools.partial(checkpoint, use_reentrant=False)  # keyword arguments pass through; DDP-safe
+
+    def decide(layer: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        tokens = hidden.numel() // hidden.shape[-1]
+        layer.gradient_checkpointing = max_tokens == 0 or (tokens > max_tokens and _pays(hidden))
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer._gradient_checkpointing_func = run
+        layer.register_forward_pre_hook(decide, with_kwargs=True)
+    return len(layers)
