@@ -7,6 +7,10 @@ request waits for its batch) and the task metric, with ratios to PyTorch.
 
     python -m bench.inference --model_dir outputs/cls --dev_file data/chnsenticorp/dev.tsv --limit 200
     (exports to a temporary directory unless --onnx_dir points at an export_onnx.py output with int8)
+
+`--compare DIR ...` adds other saved models of the same task (e.g. distilled students) as PyTorch rows,
+named `torch <dir name>`; `--no-onnx` leaves the ONNX backends out, so teacher vs students is measured
+side by side the same way (scripts/distill.sh).
 """
 from __future__ import annotations
 
@@ -87,18 +91,29 @@ def run(args) -> list[dict]:
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs; "
           f"torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as workdir:
-        fp32, int8 = prepare_onnx(args.model_dir, args.onnx_dir, workdir)
-        # Idle onnxruntime threads busy-wait by default; here they would spin on the cores through the
-        # next backend's call (PyTorch measured right after onnxruntime ran several times slower at batch
-        # 1), so they sleep instead unless --spinning: a small cost to onnxruntime, none to PyTorch.
-        ort = {"backend": "onnx", "device": "cpu", "spinning": args.spinning, "threads": args.threads}
-        backends = {"torch": Predictor.from_pretrained(args.model_dir, backend="torch", device="cpu"),
-                    "onnx fp32": Predictor.from_pretrained(fp32, **ort),
-                    "onnx int8": Predictor.from_pretrained(int8, **ort)}
-        session = backends["onnx fp32"].backend.session.get_session_options()
-        print(f"onnxruntime: intra-op threads {session.intra_op_num_threads or 'default (physical cores)'}, "
-              f"spinning {'on' if args.spinning else 'off'}, fused ops: "
-              f"{backends['onnx fp32'].backend.metadata.get('bertorch.fused_ops') or 'none (plain graph)'}")
+        backends = {"torch": Predictor.from_pretrained(args.model_dir, backend="torch", device="cpu")}
+        for other in args.compare:  # scored on the same examples, so the same task, input kind and labels
+            predictor = Predictor.from_pretrained(other, backend="torch", device="cpu")
+            mine = (read_task_info(other), getattr(predictor, "labels", None))
+            base = (info, getattr(backends["torch"], "labels", None))
+            for what, a, b in (("task", mine[0]["task"], base[0]["task"]),
+                               ("is_text_pair", mine[0].get("is_text_pair"), base[0].get("is_text_pair")),
+                               ("labels", mine[1], base[1])):
+                if a != b:
+                    raise SystemExit(f"--compare {other}: {what} {a!r} differs from --model_dir's {b!r}")
+            backends[f"torch {os.path.basename(os.path.normpath(other))}"] = predictor
+        if args.onnx:
+            fp32, int8 = prepare_onnx(args.model_dir, args.onnx_dir, workdir)
+            # Idle onnxruntime threads busy-wait by default; here they would spin on the cores through the
+            # next backend's call (PyTorch measured right after onnxruntime ran several times slower at batch
+            # 1), so they sleep instead unless --spinning: a small cost to onnxruntime, none to PyTorch.
+            ort = {"backend": "onnx", "device": "cpu", "spinning": args.spinning, "threads": args.threads}
+            backends["onnx fp32"] = Predictor.from_pretrained(fp32, **ort)
+            backends["onnx int8"] = Predictor.from_pretrained(int8, **ort)
+            session = backends["onnx fp32"].backend.session.get_session_options()
+            print(f"onnxruntime: intra-op threads {session.intra_op_num_threads or 'default (physical cores)'}, "
+                  f"spinning {'on' if args.spinning else 'off'}, fused ops: "
+                  f"{backends['onnx fp32'].backend.metadata.get('bertorch.fused_ops') or 'none (plain graph)'}")
         labels = getattr(backends["torch"], "labels", None) if info["task"] != "sentence_embedding" else None
         examples, gold = read_eval_set(info, args.dev_file, labels, args.limit)
         if args.sort_by_length:  # batches of similar lengths, as Predictor.predict makes of one long list
@@ -113,14 +128,15 @@ def run(args) -> list[dict]:
 
 
 def report(rows: list[dict], n: int) -> str:
+    width = max(10, *(len(r["backend"]) for r in rows))
     lines = [f"{n} examples; 'vs torch' = ratio to PyTorch eager at the same batch size (higher is faster)",
-             f"{'backend':<10} {'batch':>5} {'ex/s':>8} {'ex/s vs torch':>13} {'p50 ms':>8} {'p95 ms':>8} "
+             f"{'backend':<{width}} {'batch':>5} {'ex/s':>8} {'ex/s vs torch':>13} {'p50 ms':>8} {'p95 ms':>8} "
              f"{'p50 vs torch':>12}  metrics"]
     base = {r["batch_size"]: r for r in rows if r["backend"] == "torch"}
     for r in rows:
         b = base[r["batch_size"]]
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
-        lines.append(f"{r['backend']:<10} {r['batch_size']:>5} {r['examples_per_s']:>8.1f} "
+        lines.append(f"{r['backend']:<{width}} {r['batch_size']:>5} {r['examples_per_s']:>8.1f} "
                      f"{r['examples_per_s'] / b['examples_per_s']:>12.2f}x {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
                      f"{b['p50_ms'] / r['p50_ms']:>11.2f}x  {metrics}")
     return "\n".join(lines)
@@ -131,6 +147,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--model_dir", required=True, help="a saved model directory (the PyTorch baseline)")
     parser.add_argument("--dev_file", required=True, help="dev file in the task's training format")
     parser.add_argument("--onnx_dir", default=None, help="export_onnx.py output (default: export to a temp dir)")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="DIR",
+                        help="more saved models of the same task (e.g. distilled students), timed as PyTorch rows")
+    parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the ONNX fp32 and int8 exports of --model_dir (--no-onnx: PyTorch rows only)")
     parser.add_argument("--limit", type=int, default=None, help="use the first N dev examples")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--sort_by_length", action="store_true",

@@ -8,14 +8,8 @@ DATA=(--train_data_file chnsenticorp/train.tsv --dev_data_file chnsenticorp/dev.
 if [ ! -f "$TEACHER/config.json" ]; then
     launch run_classifier.py $(train_args) "${DATA[@]}" --saved_dir "$TEACHER" --learning_rate 5e-5 --warmup_proportion 0.1
 fi
-add() {
-    "$PYTHON" scripts/results.py add "$NAME" --run "$1" --set student="$2" --metric teacher_accuracy=teacher_accuracy \
-        --metric student_accuracy=student_accuracy --metric retained=metric_retained \
-        --metric parameters=student_parameters --metric size_ratio=size_ratio --metric speedup=speedup
-}
 launch run_distill.py $(budget_args) "${DATA[@]}" --task classification --teacher_model_dir "$TEACHER" \
     --student_layers 2 --saved_dir "$OUT/layers2" --learning_rate 1e-4
-add "$OUT/layers2" "teacher's layers 2 of N (KD)"
 "$PYTHON" - "$OUT/student4x312.json" "$TEACHER" <<'PY'
 import json, sys
 config = json.load(open(sys.argv[2] + "/config.json"))
@@ -25,5 +19,17 @@ json.dump(config, open(sys.argv[1], "w"))
 PY
 launch run_distill.py $(budget_args) "${DATA[@]}" --task classification --teacher_model_dir "$TEACHER" \
     --student_model "$OUT/student4x312.json" --matches tinybert --saved_dir "$OUT/student4x312" --learning_rate 1e-4
-add "$OUT/student4x312" "4x312 random + tinybert matches"
+# Speed: the teacher and both students in one process, taking turns batch by batch (bench/inference.py),
+# so the ratios are side by side on this machine whatever else it was doing during the trainings.
+LIMIT=${LIMIT:-$([ "$QUICK" = 1 ] && echo 32 || echo 1161)}
+py -m bench.inference --model_dir "$TEACHER" --compare "$OUT/layers2" "$OUT/student4x312" --no-onnx \
+    --batch_sizes 32 --dev_file "$DATA_DIR/chnsenticorp/dev.tsv" --limit "$LIMIT" --output "$OUT/speed.json"
+add() {  # add RUN_DIR LABEL SPEED_ROW: the run's metrics, and its speed-up from the side-by-side timing
+    "$PYTHON" scripts/results.py add "$NAME" --run "$1" --set student="$2" --metric teacher_accuracy=teacher_accuracy \
+        --metric student_accuracy=student_accuracy --metric retained=metric_retained \
+        --metric parameters=student_parameters --metric size_ratio=size_ratio \
+        --file "$OUT/speed.json" --index "$3" --metric speedup=speedup_vs_torch
+}
+add "$OUT/layers2" "teacher's layers 2 of N (KD)" 1
+add "$OUT/student4x312" "4x312 random + tinybert matches" 2
 "$PYTHON" scripts/results.py render "$NAME"

@@ -38,10 +38,15 @@ def load(name: str) -> dict:
 
 def add(args) -> None:
     table = load(args.name)
-    source = args.file or os.path.join(args.run, "all_results.json")
-    values = json.load(open(source, encoding="utf-8"))
-    if isinstance(values, list):  # a list of rows (e.g. bench/inference.py --output): take one
-        values = values[args.index]
+    values, sources = {}, []
+    if args.run:
+        sources.append(os.path.join(args.run, "all_results.json"))
+        values.update(json.load(open(sources[-1], encoding="utf-8")))
+    if args.file:  # alone or beside --run: its values win
+        sources.append(args.file)
+        found = json.load(open(args.file, encoding="utf-8"))
+        values.update(found[args.index] if isinstance(found, list) else found)  # a list: bench/inference.py rows
+    source = " + ".join(sources)
     identity = dict(kv.split("=", 1) for kv in args.set)  # a rerun of the same row replaces it
     row = dict(identity)
     for spec in args.metric:
@@ -100,8 +105,8 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p_add = sub.add_parser("add")
     p_add.add_argument("name")
-    p_add.add_argument("--run", default=None)
-    p_add.add_argument("--file", default=None)
+    p_add.add_argument("--run", default=None, help="a run directory: its all_results.json")
+    p_add.add_argument("--file", default=None, help="a JSON file (object, or list of rows with --index)")
     p_add.add_argument("--index", type=int, default=0, help="row of a JSON list given by --file")
     p_add.add_argument("--set", action="append", default=[])
     p_add.add_argument("--metric", action="append", default=[])

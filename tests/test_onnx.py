@@ -327,3 +327,17 @@ def test_inference_benchmark_runs_all_backends(exported, sentiment_files, capsys
                             "--dev_file", sentiment_files["dev"], "--limit", "6", "--batch_sizes", "4",
                             "--sort_by_length", "--threads", "1"])
     assert [r["metrics"] for r in again] == [r["metrics"] for r in rows if r["batch_size"] == 4]
+
+
+def test_inference_benchmark_compares_other_models_without_onnx(exported, sentiment_files, capsys):
+    from bench import inference
+
+    classifier, pair_model = exported["classifier"][0], exported["pair"][0]
+    rows = inference.main(["--model_dir", classifier, "--compare", classifier, "--no-onnx",
+                           "--dev_file", sentiment_files["dev"], "--limit", "6", "--batch_sizes", "4"])
+    name = f"torch {os.path.basename(classifier)}"
+    assert [r["backend"] for r in rows] == ["torch", name]  # same model twice: same predictions
+    assert rows[0]["metrics"] == rows[1]["metrics"] and "onnx" not in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="is_text_pair True differs"):  # a model of another task is refused
+        inference.main(["--model_dir", classifier, "--compare", pair_model, "--no-onnx",
+                        "--dev_file", sentiment_files["dev"], "--limit", "6"])

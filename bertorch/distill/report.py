@@ -55,22 +55,33 @@ def weights_mb(directory: str) -> float:
 
 
 @torch.inference_mode()
-def timed_predictions(model: nn.Module, features: Sequence[dict], collate: Callable, predict: Callable,
-                      batch_size: int, device: torch.device) -> tuple[list, float]:
-    """Predictions in feature order and examples per second (batches sorted by length, as the trainer's)."""
-    model.eval()
-    batches = eval_shard([len(f["input_ids"]) for f in features], batch_size)
+def timed_predictions(jobs: Sequence[tuple[nn.Module, Sequence[dict], Callable]], predict: Callable,
+                      batch_size: int, device: torch.device) -> list[tuple[list, float]]:
+    """For each (model, features, collate): predictions in feature order and examples per second.
 
-    def run(idx):
+    The models take turns batch by batch (teacher's batch i, student's batch i, ...), so a busy moment on
+    the machine slows them alike and the speed-up is a side-by-side ratio, not two runs minutes apart.
+    Batches are sorted by length, as the trainer's evaluation."""
+    plans = []
+    for model, features, collate in jobs:
+        model.eval()
+        plans.append((model, features, collate, eval_shard([len(f["input_ids"]) for f in features], batch_size)))
+
+    def run(model, features, collate, idx):
         batch = {k: v.to(device) for k, v in collate([features[i] for i in idx]).items() if k != "labels"}
         return predict(model, batch, model(**batch))
 
-    run(batches[0])  # warm-up (allocator, kernel selection) outside the clock
-    found, tic = [], time.perf_counter()
-    for idx in batches:
-        found.extend(zip(idx, run(idx)))
-    seconds = time.perf_counter() - tic
-    return [p for _, p in sorted(found, key=lambda x: x[0])], len(features) / seconds
+    for model, features, collate, batches in plans:
+        run(model, features, collate, batches[0])  # warm-up (allocator, kernel selection) outside the clock
+    found, seconds = [[] for _ in plans], [0.0] * len(plans)
+    for step in range(max(len(p[3]) for p in plans)):
+        for k, (model, features, collate, batches) in enumerate(plans):
+            if step < len(batches):
+                tic = time.perf_counter()
+                found[k].extend(zip(batches[step], run(model, features, collate, batches[step])))
+                seconds[k] += time.perf_counter() - tic
+    return [([p for _, p in sorted(f, key=lambda x: x[0])], len(plan[1]) / t)
+            for f, plan, t in zip(found, plans, seconds)]
 
 
 def _sdpa(model: nn.Module) -> None:
@@ -89,13 +100,16 @@ def build_report(task) -> dict:
     models = [(f"teacher {d}", t, d, task.teacher_eval_features, task.teacher_collate,
                lambda preds, t=t: task.teacher_metrics(t, preds)) for d, t in zip(a.teacher_model_dir, task.teachers)]
     models.append(("student", student, a.saved_dir, task.eval_features, task.inner.collate, task.compute_metrics))
+    for _, model, *_ in models:
+        _sdpa(model)
+    timed = iter(timed_predictions([(model, features, collate) for _, model, _, features, collate, _ in models
+                                    if features], task.predict, a.eval_batch_size, device))
     rows = []
     for name, model, directory, features, collate, score in models:
-        _sdpa(model)
         row = {"model": name, "parameters": sum(p.numel() for p in model.parameters()),
                "size_mb": round(weights_mb(directory), 3)}
         if features:
-            predictions, speed = timed_predictions(model, features, collate, task.predict, a.eval_batch_size, device)
+            predictions, speed = next(timed)
             row = {**row, metric: score(predictions)[metric], "examples_per_s": round(speed, 2)}
         rows.append(row)
     teacher, mine = rows[0], rows[-1]
