@@ -71,7 +71,10 @@ def add(args) -> None:
 
 
 def cell(value) -> str:
-    """Scores (below 1) keep 4 decimals; speeds, ratios and times keep 3 significant figures or whole units."""
+    """Scores (below 1) keep 4 decimals; speeds, ratios and times keep 3 significant figures or whole units;
+    big counts get thousands separators."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     if not isinstance(value, float):
         return str(value)
     magnitude = abs(value)
