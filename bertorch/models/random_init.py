@@ -23,20 +23,24 @@ def build_char_vocab(texts: Iterable[str], min_freq: int = 1, max_size: int | No
 
 def make_random_bert(output_dir: str, vocab: list[str], hidden_size: int = 32, num_layers: int = 2,
                      num_heads: int = 2, intermediate_size: int = 64, seed: int = 0, **config_kwargs) -> str:
-    """Write a random ``BertModel`` + tokenizer directory that ``from_pretrained`` loads."""
+    """Write a random ``BertModel`` + tokenizer directory that ``from_pretrained`` loads. Written to a
+    temporary sibling and renamed into place: an interrupted build leaves no half-written model that a
+    later "built already?" check (``main``, scripts/common.sh) would take for a complete one."""
     import torch
 
-    os.makedirs(output_dir, exist_ok=True)
+    from bertorch.checkpoint import atomic_directory
+
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,
                         num_attention_heads=num_heads, intermediate_size=intermediate_size,
                         max_position_embeddings=config_kwargs.pop("max_position_embeddings", 512),
                         **config_kwargs)
     torch.manual_seed(seed)
-    # A bare encoder (with pooler): every head built on top reports only its own weights as new.
-    BertModel(config).save_pretrained(output_dir)
-    with open(os.path.join(output_dir, "vocab.txt"), "w", encoding="utf-8") as f:
-        f.writelines(token + "\n" for token in vocab)
-    BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True).save_pretrained(output_dir)
+    with atomic_directory(output_dir) as tmp:
+        # A bare encoder (with pooler): every head built on top reports only its own weights as new.
+        BertModel(config).save_pretrained(tmp)
+        with open(os.path.join(tmp, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.writelines(token + "\n" for token in vocab)
+        BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True).save_pretrained(tmp)
     return output_dir
 
 
