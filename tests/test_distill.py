@@ -16,7 +16,8 @@ import run_ner
 from bertorch.distill import report
 from bertorch.distill.distiller import (DISTILL_STATE_NAME, Distiller, KDConfig, StepClock, combine_teachers,
                                        load_teacher)
-from bertorch.distill.student import copy_teacher_layers, select_layers
+from bertorch.distill.student import copy_teacher_layers, narrow_width, select_layers
+from bertorch.models.base import ModelError
 from bertorch.models.random_init import make_random_bert
 from bertorch.predict import Predictor
 from test_ner import LABELS as NER_LABELS
@@ -178,6 +179,44 @@ def test_layer_selection_and_copy(teacher, tmp_path):
     assert torch.equal(b[key.format(0)], a[key.format(1)]) and torch.equal(b[key.format(1)], a[key.format(3)])
     assert key.format(2) not in b and torch.equal(b["classifier.weight"], a["classifier.weight"])
     assert AutoConfig.from_pretrained(str(dest)).num_hidden_layers == 2
+
+
+def test_narrowing_keeps_the_largest_dimensions_heads_and_neurons():
+    config = AutoConfig.for_model("bert", vocab_size=11, hidden_size=8, num_attention_heads=4, intermediate_size=12,
+                                  num_hidden_layers=1, num_labels=2)
+    state = AutoModelForSequenceClassification.from_config(config).state_dict()
+    state = {k: v.clone() for k, v in state.items() if "position_ids" not in k}
+    p = "bert.encoder.layer.0."
+    state["bert.embeddings.LayerNorm.weight"][[1, 2, 6, 7]] = 5.0  # the residual dims to keep
+    state[p + "attention.self.value.weight"][6:8] *= 10  # head 3 (dims 6, 7 at head size 2) is the largest
+    state[p + "attention.output.dense.weight"][:, 6:8] *= 10
+    state[p + "intermediate.dense.weight"][[4, 9]] *= 10  # the largest FFN neurons (6 of 12 are kept)
+    narrowed = narrow_width(state, config, 4)
+    hidden = torch.tensor([1, 2, 6, 7])
+    assert (config.hidden_size, config.num_attention_heads, config.intermediate_size) == (4, 2, 6)
+    torch.testing.assert_close(narrowed["bert.embeddings.word_embeddings.weight"],
+                               state["bert.embeddings.word_embeddings.weight"][:, hidden])
+    assert {6, 7} <= set(kept_rows(narrowed, state, p + "attention.self.value.weight", hidden))  # whole head 3
+    assert {4, 9} <= set(kept_rows(narrowed, state, p + "intermediate.dense.weight", hidden))
+    missing, unexpected = AutoModelForSequenceClassification.from_config(config).load_state_dict(narrowed, strict=False)
+    assert not unexpected and set(missing) <= {"bert.embeddings.position_ids"}  # loads: every shape agrees
+    with pytest.raises(ModelError, match="multiple of its head size 2"):
+        narrow_width(state, AutoConfig.for_model("bert", hidden_size=8, num_attention_heads=4), 5)
+
+
+def kept_rows(narrowed, state, key, hidden):
+    """The teacher's rows of weight `key` (cut to the kept hidden dims) that the narrowed weight holds."""
+    rows = state[key][:, hidden]
+    return [r for r in range(rows.shape[0]) if any(torch.equal(row, rows[r]) for row in narrowed[key])]
+
+
+def test_narrowed_student_trains_end_to_end(teacher, sentiment_files, tmp_path):
+    results = distil(teacher, sentiment_files, tmp_path / "o", "--student_layers", "2", "--student_hidden_size", "24",
+                     "--max_steps", "2", "--matches", "hidden_mse")
+    config = AutoConfig.from_pretrained(str(tmp_path / "o"))
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (24, 2, 1)
+    assert results["student_parameters"] < results["teacher_parameters"] / 2
+    assert Predictor.from_pretrained(str(tmp_path / "o")).predict(dev_texts(sentiment_files)[:3])
 
 
 # -- bad input --------------------------------------------------------------------------------------------

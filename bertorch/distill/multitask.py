@@ -196,6 +196,9 @@ class MultiTaskDistillTask(DistillTask):
         """One student directory per task, all with the first one's tokenizer. --student_layers copies each
         task's own teacher (its head and CRF are a warm start); the first task's encoder is then shared."""
         a = self.args
+        if a.student_hidden_size is not None:  # each task's head would be cut along other dimensions
+            raise ValueError("--student_hidden_size narrows one teacher; with --task multitask give --student_layers "
+                             "or a --student_model (a config JSON for a narrower random student)")
         source = a.student_model or a.pretrained_model_name_or_path
         first_teacher = specs[0].teachers[0]
         first, what = prepare_student(source, a.student_layers, a.student_layer_selection, first_teacher,

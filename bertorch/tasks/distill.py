@@ -92,6 +92,10 @@ class DistillTask(Task):
                        help="build the student from N of the teacher's layers (warm start)")
         g.add_argument("--student_layer_selection", choices=LAYER_SELECTIONS, default="uniform",
                        help="which teacher layers --student_layers copies: evenly spaced or the first N")
+        g.add_argument("--student_hidden_size", type=int, default=None,
+                       help="build the student from the teacher (its --student_layers, or all layers) narrowed to "
+                            "this hidden size: the largest residual dimensions, heads and FFN neurons are kept "
+                            "(a multiple of the teacher's head size)")
         g.add_argument("--hard_label_loss", choices=LOSS_TYPES + tuple(LOSS_ALIASES) + ("crf",), default=None,
                        help="student's loss on gold labels (None: crf with --use_crf, else --loss_type)")
         g.add_argument("--hard_label_weight", type=float, default=1.0, help="weight of the hard-label loss")
@@ -135,7 +139,8 @@ class DistillTask(Task):
         workdir = tempfile.mkdtemp(prefix="bertorch-student-")
         try:
             student_dir, what = prepare_student(a.student_model or a.pretrained_model_name_or_path, a.student_layers,
-                                                a.student_layer_selection, a.teacher_model_dir[0], workdir, a.seed)
+                                                a.student_layer_selection, a.teacher_model_dir[0], workdir, a.seed,
+                                                a.student_hidden_size)
             self.student_what = self.student_what or what
             logger.info(f"student: {self.student_what}")
             crf = self.hard_loss == "crf"
