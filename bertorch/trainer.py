@@ -63,7 +63,9 @@ class Trainer:
         if args.low_memory_training:
             use_low_memory_training(self.raw_model)  # only takes over on CPU in fp32
         if args.gradient_checkpointing:
-            checkpoint_large_batches(self.raw_model, max_tokens=0)  # every batch, any device
+            if not checkpoint_large_batches(self.raw_model, max_tokens=0):  # every batch, any device
+                logger.warning("--gradient_checkpointing: this model has no layers transformers can checkpoint; "
+                               "training runs without it")
         elif args.low_memory_training and args.checkpoint_above_tokens > 0:
             checkpoint_large_batches(self.raw_model, args.checkpoint_above_tokens)
         self.sampler = task.train_sampler()
