@@ -10,7 +10,6 @@ import json
 from collections import defaultdict
 from typing import Sequence
 
-import numpy as np
 from transformers import AutoConfig
 
 from bertorch.data.readers import DataError, iter_lines

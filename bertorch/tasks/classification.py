@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 from loguru import logger
 
 from bertorch.data.readers import TextExample, read_classification, read_labels
