@@ -50,3 +50,15 @@ def test_quick_all_writes_every_table_with_every_cell(tmp_path):
         assert table["meta"]["quick"] == "1"
         assert "(QUICK mode" in md.read_text(encoding="utf-8")
         assert f"=== scripts/{name}.sh" in proc.stdout
+
+
+def test_classification_rejects_an_unknown_dataset_name(tmp_path):
+    """DATASETS picks the rows to rerun; a misspelt name must stop the script, not silently run nothing."""
+    env = {**os.environ, "MODEL": "unused", "OUT": str(tmp_path / "out"), "RESULTS": str(tmp_path / "results"),
+           "DATASETS": "AFQMC tnews", "KEEP_ROWS": "1"}
+    env.pop("QUICK", None)
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "classification.sh")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "unknown dataset 'tnews'" in proc.stderr
+    assert not (tmp_path / "out" / "AFQMC").exists()  # nothing trained before the check
