@@ -341,3 +341,29 @@ def test_inference_benchmark_compares_other_models_without_onnx(exported, sentim
     with pytest.raises(SystemExit, match="is_text_pair True differs"):  # a model of another task is refused
         inference.main(["--model_dir", classifier, "--compare", pair_model, "--no-onnx",
                         "--dev_file", sentiment_files["dev"], "--limit", "6"])
+
+
+@pytest.mark.parametrize("kind", ["classifier", "pair"])
+def test_gemm_share_times_every_weight_product_of_both_backends(kind, exported, sentiment_files, tmp_path):
+    """bench/gemm_share.py: each Linear layer of PyTorch and each weight MatMul/Gemm of onnxruntime is timed
+    once per call (warm-up excluded), and the shares and the ceiling follow from those times."""
+    from bench import gemm_share
+
+    model_dir, onnx_dir = exported[kind]
+    dev = tmp_path / "dev.tsv"
+    lines = open(sentiment_files["dev"], encoding="utf-8").read().splitlines()[:5]
+    texts = [line.split("\t")[0] for line in lines]  # the random pair model's labels are LABEL_0..2
+    dev.write_text("".join(f"{t}\t{t[::-1]}\tLABEL_1\n" if kind == "pair" else f"{line}\n"
+                           for t, line in zip(texts, lines)), encoding="utf-8")
+    rows = gemm_share.main(["--model_dir", model_dir, "--onnx_dir", onnx_dir, "--dev_file", str(dev),
+                            "--batch_sizes", "1", "2", "--threads", "1", "--output", str(tmp_path / "g.json")])
+    layers = 2  # tiny_bert: per layer Q, K, V, attention output, FFN in and out; then pooler and classifier
+    products = 6 * layers + 2
+    assert len(gemm_share.weight_gemm_nodes(os.path.join(onnx_dir, "model.onnx"))) == products
+    for row, calls in zip(rows, (5, 3)):
+        assert row["torch_gemm_calls"] == row["onnx_gemm_calls"] == calls * products
+        assert 0 < row["torch_gemm_s"] < row["torch_total_s"] and 0 < row["onnx_gemm_s"] < row["onnx_kernels_s"]
+        assert row["ceiling"] == pytest.approx(row["torch_total_s"] / row["onnx_gemm_s"])
+    assert json.load(open(tmp_path / "g.json")) == rows
+    with pytest.raises(SystemExit, match="takes a classifier"):
+        gemm_share.main(["--model_dir", exported["ner_linear"][0], "--dev_file", str(dev)])
