@@ -49,10 +49,16 @@ class LinearTimer:
         import torch
 
         self.seconds, self.calls, self._start = 0.0, 0, 0.0
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.register_forward_pre_hook(self._enter)
-                module.register_forward_hook(self._leave)
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        self._hooks = [h for m in linears for h in (m.register_forward_pre_hook(self._enter),
+                                                    m.register_forward_hook(self._leave))]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        for hook in self._hooks:
+            hook.remove()
 
     def _enter(self, *_):
         self._start = time.perf_counter()
@@ -102,9 +108,8 @@ def measure(model, plain, profiled, names: set[str], batches: list[dict]) -> dic
     """Per backend: total and weight-GEMM seconds over `batches`, calls taking turns batch by batch."""
     import torch
 
-    timer = LinearTimer(model)
     feeds = [{k: v for k, v in b.items() if k in {i.name for i in plain.get_inputs()}} for b in batches]
-    with torch.inference_mode():
+    with LinearTimer(model) as timer, torch.inference_mode():
         model(**{k: torch.from_numpy(v) for k, v in batches[0].items()})  # warm-up
         plain.run(None, feeds[0])
         profiled.run(None, feeds[0])
@@ -163,12 +168,20 @@ def run(args) -> list[dict]:
             names = weight_gemm_nodes(os.path.join(workdir, "optimized.onnx"))
             row = {"batch_size": batch_size, "examples": len(examples),
                    **measure(model, plain, profiled, names, batches)}
-            row["onnx_speedup"] = row["torch_total_s"] / row["onnx_total_s"]
-            row["gemm_speed_ratio"] = row["torch_gemm_s"] / row["onnx_gemm_s"]
-            row["ceiling"] = row["torch_total_s"] / row["onnx_gemm_s"]
-            rows.append(row)
+            rows.append(derive(row, len(batches)))
     print(report(rows))
     return rows
+
+
+def derive(row: dict, calls: int) -> dict:
+    """The figures the table shows, from the measured seconds."""
+    row.update(torch_ms=1000 * row["torch_total_s"] / calls, onnx_ms=1000 * row["onnx_total_s"] / calls,
+               torch_gemm_share=row["torch_gemm_s"] / row["torch_total_s"],
+               onnx_gemm_share=row["onnx_gemm_s"] / row["onnx_kernels_s"],
+               onnx_speedup=row["torch_total_s"] / row["onnx_total_s"],
+               gemm_speed_ratio=row["torch_gemm_s"] / row["onnx_gemm_s"],
+               ceiling=row["torch_total_s"] / row["onnx_gemm_s"])
+    return row
 
 
 def report(rows: list[dict]) -> str:
@@ -176,10 +189,8 @@ def report(rows: list[dict]) -> str:
              f"{'batch':>5} {'torch ms':>9} {'GEMM share':>10} {'onnx ms':>9} {'GEMM share':>10} "
              f"{'onnx x torch':>12} {'GEMM x torch':>12} {'ceiling':>8}"]
     for r in rows:
-        calls = -(-r["examples"] // r["batch_size"])
-        lines.append(f"{r['batch_size']:>5} {1000 * r['torch_total_s'] / calls:>9.1f} "
-                     f"{r['torch_gemm_s'] / r['torch_total_s']:>10.1%} {1000 * r['onnx_total_s'] / calls:>9.1f} "
-                     f"{r['onnx_gemm_s'] / r['onnx_kernels_s']:>10.1%} {r['onnx_speedup']:>11.2f}x "
+        lines.append(f"{r['batch_size']:>5} {r['torch_ms']:>9.1f} {r['torch_gemm_share']:>10.1%} {r['onnx_ms']:>9.1f} "
+                     f"{r['onnx_gemm_share']:>10.1%} {r['onnx_speedup']:>11.2f}x "
                      f"{r['gemm_speed_ratio']:>11.2f}x {r['ceiling']:>7.2f}x")
     lines.append("'GEMM x torch': onnxruntime's weight GEMMs vs PyTorch's Linear layers (higher: onnxruntime's "
                  "faster); 'ceiling': onnx x torch if everything but its weight GEMMs were free")

@@ -18,3 +18,16 @@ for i in 0 1 2 3 4 5; do
         --metric accuracy=accuracy --set _row=$i
 done
 "$PYTHON" scripts/results.py render "$NAME"
+# Why fp32 gains little on this CPU: time in the weight GEMMs (the Linear layers) inside both backends, model
+# calls only, and the speed-up onnxruntime would reach if all its other work were free (bench/gemm_share.py).
+GEMM=${NAME}_gemm
+[ "${KEEP_ROWS:-0}" = 1 ] || rm -f "$RESULTS/$GEMM.json" "$RESULTS/$GEMM.md"
+py -m bench.gemm_share --model_dir "$MODEL_DIR" --dev_file "$DATA_DIR/chnsenticorp/dev.tsv" --limit "$LIMIT" \
+    --batch_sizes 1 32 --output "$OUT/gemm_share.json"
+for i in 0 1; do
+    "$PYTHON" scripts/results.py add "$GEMM" --file "$OUT/gemm_share.json" --index $i --metric batch=batch_size \
+        --metric "torch ms/call=torch_ms" --metric "torch GEMM share=torch_gemm_share" --metric "onnx ms/call=onnx_ms" \
+        --metric "onnx GEMM share=onnx_gemm_share" --metric "onnx x torch=onnx_speedup" \
+        --metric "GEMMs: onnx x torch=gemm_speed_ratio" --metric "ceiling=ceiling" --set _row=$i
+done
+"$PYTHON" scripts/results.py render "$GEMM"
