@@ -43,6 +43,29 @@ def test_train_save_reload_and_predict(tiny_bert, sentiment_files, tmp_path):
     assert {r["kind"] for r in rows} == {"train", "eval"}
 
 
+def test_predictor_reads_its_labels_once_and_notes_truncation_once(tiny_bert, sentiment_files, tmp_path, monkeypatch):
+    """A serving loop calls predict() per request: no config.json parse and no log line per call."""
+    from loguru import logger
+
+    from bertorch import predict
+
+    out = tmp_path / "out"
+    run_classifier.main(args_for(tiny_bert, sentiment_files, out, "--epochs", "1", "--max_steps", "1"))
+    predictor = Predictor.from_pretrained(str(out))
+    predictor.max_length = 4  # every fixture text is longer
+    reads, lines = [], []
+    original = predict.AutoConfig.from_pretrained
+    monkeypatch.setattr(predict.AutoConfig, "from_pretrained", lambda *a, **kw: reads.append(1) or original(*a, **kw))
+    sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
+    try:
+        first = [predictor.predict(["这家酒店很好", "服务太差了"]) for _ in range(3)]
+    finally:
+        logger.remove(sink)
+    assert first[0] == first[1] == first[2] and set(first[0]) <= {"negative", "positive"}
+    assert len(reads) == 1
+    assert sum("reached max length 4" in line for line in lines) == 1
+
+
 def test_accumulation_counts_steps_including_a_last_partial_window(tiny_bert, sentiment_files, tmp_path):
     # 64 examples / batch 8 = 8 micro-batches an epoch; accumulation 3 -> windows of 3, 3, 2.
     results = run_classifier.main(args_for(tiny_bert, sentiment_files, tmp_path / "o", "--epochs", "2",
