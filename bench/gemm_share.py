@@ -29,6 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench.inference import add_model_and_dev_args, torch_threads  # noqa: E402  (after the sys.path line)
+
 GEMM_OPS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm")
 SPIN_DOWN = 0.05  # s of untimed sleep after each call, so one library's spinning threads never slow the other
 
@@ -145,15 +147,11 @@ def batches_of(tokenizer, examples: list, batch_size: int, max_length: int) -> l
 
 
 def run(args) -> list[dict]:
-    import torch
-
     from bertorch.onnx import export_model
     from bertorch.onnx.evaluate import read_eval_set
     from bertorch.onnx.runtime import ONNX_NAME
     from bertorch.predict import Predictor, read_task_info
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     info = read_task_info(args.model_dir)
     if info["task"] != "classification":  # the fp32 targets are a classifier's; taggers pad alike
         raise SystemExit(f"{args.model_dir}: a {info['task']} model; this benchmark takes a classifier")
@@ -201,15 +199,10 @@ def report(rows: list[dict]) -> str:
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m bench.gemm_share", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", required=True, help="a saved model directory (run_*.py output)")
-    p.add_argument("--dev_file", required=True, help="its dev file, in the task's training format")
-    p.add_argument("--onnx_dir", default=None, help="an export_onnx.py output to use (default: export afresh)")
-    p.add_argument("--limit", type=int, default=256, help="dev examples (default 256)")
-    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
-    p.add_argument("--threads", type=int, default=None, help="threads for both (default: each library's own)")
-    p.add_argument("--output", default=None, help="write the rows as JSON here")
+    add_model_and_dev_args(p, limit=256)
     args = p.parse_args(argv)
-    rows = run(args)
+    with torch_threads(args.threads):
+        rows = run(args)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(rows, f, indent=2)

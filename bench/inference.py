@@ -15,6 +15,7 @@ side by side the same way (scripts/distill.sh).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -85,8 +86,6 @@ def run(args) -> list[dict]:
     from bertorch.predict import Predictor, read_task_info
 
     info = read_task_info(args.model_dir)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs; "
           f"torch threads {torch.get_num_threads()}")
@@ -142,33 +141,47 @@ def report(rows: list[dict], n: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_and_dev_args(parser: argparse.ArgumentParser, limit: int | None = None) -> None:
+    """The flags the inference benchmarks share (this one and bench/gemm_share.py)."""
     parser.add_argument("--model_dir", required=True, help="a saved model directory (the PyTorch baseline)")
     parser.add_argument("--dev_file", required=True, help="dev file in the task's training format")
     parser.add_argument("--onnx_dir", default=None, help="export_onnx.py output (default: export to a temp dir)")
+    parser.add_argument("--limit", type=int, default=limit, help=f"use the first N dev examples (default: {limit or 'all'})")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both backends (default: PyTorch's and onnxruntime's own defaults)")
+    parser.add_argument("--output", default=None, help="also write the rows as JSON")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """PyTorch's thread count for a run; restored after, so --threads in-process (tests) does not outlive it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_and_dev_args(parser)
     parser.add_argument("--compare", nargs="+", default=[], metavar="DIR",
                         help="more saved models of the same task (e.g. distilled students), timed as PyTorch rows")
     parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
                         help="time the ONNX fp32 and int8 exports of --model_dir (--no-onnx: PyTorch rows only)")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N dev examples")
-    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--sort_by_length", action="store_true",
                         help="batch the examples longest first (offline labelling) instead of in file order "
                              "(requests as they come); both backends always get the same batches")
-    parser.add_argument("--output", default=None, help="also write the rows (with ratios to torch) as JSON")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for both backends (default: PyTorch's and onnxruntime's own defaults)")
     parser.add_argument("--spinning", action="store_true",
                         help="let idle onnxruntime threads busy-wait (its default; unfair to the backend run next)")
     args = parser.parse_args(argv)
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads(args.threads):
         rows = run(args)
-    finally:
-        torch.set_num_threads(threads)  # --threads in-process (tests) must not outlive the run
     if args.output:
         base = {r["batch_size"]: r for r in rows if r["backend"] == "torch"}
         for r in rows:

@@ -355,8 +355,10 @@ def test_gemm_share_times_every_weight_product_of_both_backends(kind, exported, 
     texts = [line.split("\t")[0] for line in lines]  # the random pair model's labels are LABEL_0..2
     dev.write_text("".join(f"{t}\t{t[::-1]}\tLABEL_1\n" if kind == "pair" else f"{line}\n"
                            for t, line in zip(texts, lines)), encoding="utf-8")
+    threads = torch.get_num_threads()
     rows = gemm_share.main(["--model_dir", model_dir, "--onnx_dir", onnx_dir, "--dev_file", str(dev),
                             "--batch_sizes", "1", "2", "--threads", "1", "--output", str(tmp_path / "g.json")])
+    assert torch.get_num_threads() == threads  # --threads 1 in-process must not slow the tests that follow
     layers = 2  # tiny_bert: per layer Q, K, V, attention output, FFN in and out; then pooler and classifier
     products = 6 * layers + 2
     assert len(gemm_share.weight_gemm_nodes(os.path.join(onnx_dir, "model.onnx"))) == products
