@@ -71,6 +71,7 @@ trained() {  # trained RUN_DIR: true if REUSE=1 and the run finished before (the
     [ "${REUSE:-0}" = 1 ] && [ -f "$1/all_results.json" ] && echo "[$NAME] REUSE=1: keeping $1" >&2
 }
 
-fresh_table() {  # start results/NAME.json afresh unless KEEP_ROWS=1 (each row records its own steps)
-    [ "${KEEP_ROWS:-0}" = 1 ] || rm -f "$RESULTS/$NAME.json" "$RESULTS/$NAME.md"
+fresh_table() {  # fresh_table [TABLE]: start results/TABLE.json (default NAME) afresh unless KEEP_ROWS=1
+    local table=${1:-$NAME}
+    [ "${KEEP_ROWS:-0}" = 1 ] || rm -f "$RESULTS/$table.json" "$RESULTS/$table.md"
 }

@@ -21,7 +21,7 @@ done
 # Why fp32 gains little on this CPU: time in the weight GEMMs (the Linear layers) inside both backends, model
 # calls only, and the speed-up onnxruntime would reach if all its other work were free (bench/gemm_share.py).
 GEMM=${NAME}_gemm
-[ "${KEEP_ROWS:-0}" = 1 ] || rm -f "$RESULTS/$GEMM.json" "$RESULTS/$GEMM.md"
+fresh_table "$GEMM"
 py -m bench.gemm_share --model_dir "$MODEL_DIR" --dev_file "$DATA_DIR/chnsenticorp/dev.tsv" --limit "$LIMIT" \
     --batch_sizes 1 32 --output "$OUT/gemm_share.json"
 for i in 0 1; do
