@@ -255,9 +255,9 @@ def ner_teacher(tiny_bert_4layer, ner_files, tmp_path_factory):  # noqa: F811
     return str(out)
 
 
-def ner_distil(teacher_dir, files, out, *extra):
+def ner_distil(teacher_dir, files, out, *extra, hard_label_loss=("--hard_label_loss", "crf")):
     return run_distill.main(ner_args(None, files, out, "--task", "sequence_labeling", "--teacher_model_dir",
-                                     teacher_dir, "--hard_label_loss", "crf", "--max_steps", "12", *extra)[2:])
+                                     teacher_dir, *hard_label_loss, "--max_steps", "12", *extra)[2:])
 
 
 def test_crf_sequence_labelling_end_to_end(ner_teacher, ner_files, tmp_path):  # noqa: F811
@@ -273,6 +273,14 @@ def test_crf_sequence_labelling_end_to_end(ner_teacher, ner_files, tmp_path):  #
     assert [model.config.id2label[i] for i in range(len(NER_LABELS))] == NER_LABELS
     tags = Predictor.from_pretrained(str(out)).predict(["张三去北京"])
     assert len(tags[0]["tags"]) == 5
+
+
+@pytest.mark.parametrize("flags, crf", [((), True), (("--hard_label_loss", "cross_entropy"), False)])
+def test_a_crf_teacher_gives_a_crf_student_unless_another_loss_is_named(ner_teacher, ner_files, tmp_path, flags,
+                                                                        crf):  # noqa: F811
+    out = tmp_path / "student"
+    ner_distil(ner_teacher, ner_files, out, "--student_layers", "1", "--max_steps", "2", hard_label_loss=flags)
+    assert json.loads((out / "bertorch.json").read_text())["use_crf"] is crf
 
 
 def test_sequence_labelling_refuses_a_student_with_another_vocabulary(ner_teacher, ner_files, tmp_path):  # noqa: F811

@@ -97,7 +97,8 @@ class DistillTask(Task):
                             "this hidden size: the largest residual dimensions, heads and FFN neurons are kept "
                             "(a multiple of the teacher's head size)")
         g.add_argument("--hard_label_loss", choices=LOSS_TYPES + tuple(LOSS_ALIASES) + ("crf",), default=None,
-                       help="student's loss on gold labels (None: crf with --use_crf, else --loss_type)")
+                       help="student's loss on gold labels (None: crf with --use_crf or a CRF teacher, else "
+                            "--loss_type)")
         g.add_argument("--hard_label_weight", type=float, default=1.0, help="weight of the hard-label loss")
         g.add_argument("--hard_label_weight_schedule", choices=tuple(WEIGHT_SCHEDULES), default="constant")
         g.add_argument("--kd_loss_type", choices=tuple(KD_LOSSES), default="ce", help="soft-label loss")
@@ -121,11 +122,10 @@ class DistillTask(Task):
             raise ValueError("--task multitask and --task_spec are run by MultiTaskDistillTask (run_distill.py)")
         if not a.teacher_model_dir:
             raise ValueError("the following arguments are required: --teacher_model_dir")
-        self.hard_loss = a.hard_label_loss or ("crf" if a.use_crf else a.loss_type)
+        if (a.hard_label_loss == "crf" or a.use_crf) and a.task != "sequence_labeling":
+            raise ValueError("--hard_label_loss crf needs --task sequence_labeling")
         if a.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {a.temperature}")
-        if self.hard_loss == "crf" and a.task != "sequence_labeling":
-            raise ValueError("--hard_label_loss crf needs --task sequence_labeling")
         if a.teacher_cached and a.matches:
             raise ValueError("--teacher_cached keeps teacher logits only; intermediate --matches need the teacher's "
                              "hidden states at every step: drop one of them")
@@ -136,6 +136,12 @@ class DistillTask(Task):
         for d, info in zip(a.teacher_model_dir, infos):
             if info["task"] != TEACHER_TASK[a.task]:
                 raise ModelError(f"--teacher_model_dir {d} holds a {info['task']!r} model, not one for --task {a.task}")
+        # A CRF teacher gives a CRF student unless --hard_label_loss names another loss (as multi-task does).
+        crf_teacher = a.task == "sequence_labeling" and bool(infos[0].get("use_crf"))
+        self.hard_loss = a.hard_label_loss or ("crf" if a.use_crf or crf_teacher else a.loss_type)
+        if crf_teacher and a.hard_label_loss is None:
+            logger.info("the teacher has a CRF, so the student gets one (--hard_label_loss crf); "
+                        "--hard_label_loss cross_entropy trains a Linear head instead")
         workdir = tempfile.mkdtemp(prefix="bertorch-student-")
         try:
             student_dir, what = prepare_student(a.student_model or a.pretrained_model_name_or_path, a.student_layers,
