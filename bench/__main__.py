@@ -18,6 +18,7 @@ import os
 import tempfile
 
 from bench import train_throughput as tt
+from bench.inference import add_model_and_dev_args
 
 QUICK = {"steps": 4, "log_every": 2, "batch_size": 8, "max_seq_length": 64, "limit": 32, "train_samples": 256}
 FULL = {"steps": 40, "log_every": 5, "batch_size": 32, "max_seq_length": 128, "limit": 512, "train_samples": None}
@@ -28,20 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="seconds-scale smoke run (tiny model, few steps, forked runs): checks, does not measure")
-    p.add_argument("--cases", nargs="+", default=list(tt.CASES), choices=list(tt.CASES), help="training cases")
-    p.add_argument("--modes", nargs="+", default=["ours", "longest"], choices=list(tt.MODES),
-                   help="padding modes; ratios are to 'longest' (the original bertorch) and 'max_len'")
-    p.add_argument("--steps", type=int, default=None, help="training steps a run (default 40; quick 4)")
-    p.add_argument("--batch_size", type=int, default=None, help="default 32; quick 8")
-    p.add_argument("--max_seq_length", type=int, default=None, help="default 128; quick 64")
-    p.add_argument("--model_dir", default=None,
-                   help="a saved model directory for the inference benchmark (default: train a classifier here)")
-    p.add_argument("--dev_file", default=None, help="its dev file (needed with --model_dir)")
-    p.add_argument("--limit", type=int, default=None, help="dev examples for inference (default 512; quick 32)")
+    tt.add_run_args(p, {**tt.RUN_DEFAULTS, **FULL, "cases": list(tt.CASES), "modes": ["ours", "longest"]}, QUICK)
+    add_model_and_dev_args(p, required=False, model_help="a saved model directory for the inference benchmark "
+                                                         "(default: train a classifier here); needs --dev_file",
+                           limit_help="dev examples for inference (default 512; quick 32)")
     p.add_argument("--no_train", action="store_true", help="skip the training benchmark")
     p.add_argument("--no_inference", action="store_true", help="skip the inference benchmark")
-    p.add_argument("--fork", action=argparse.BooleanOptionalAction, default=None,
-                   help="runs in forks of this process, without start-up cost (default: only with --quick)")
     p.add_argument("--output", default=None,
                    help="directory for train_throughput.json, inference.json and bench.json (the summary)")
     return p

@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.inference import add_model_and_dev_args, torch_threads  # noqa: E402  (after the sys.path line)
+from bench.inference import add_model_and_dev_args, add_timing_args, torch_threads  # noqa: E402  (after the sys.path line)
 
 GEMM_OPS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm")
 SPIN_DOWN = 0.05  # s of untimed sleep after each call, so one library's spinning threads never slow the other
@@ -200,6 +200,7 @@ def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m bench.gemm_share", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_and_dev_args(p, limit=256)
+    add_timing_args(p)
     args = p.parse_args(argv)
     with torch_threads(args.threads):
         rows = run(args)

@@ -141,12 +141,19 @@ def report(rows: list[dict], n: int) -> str:
     return "\n".join(lines)
 
 
-def add_model_and_dev_args(parser: argparse.ArgumentParser, limit: int | None = None) -> None:
-    """The flags the inference benchmarks share (this one and bench/gemm_share.py)."""
-    parser.add_argument("--model_dir", required=True, help="a saved model directory (the PyTorch baseline)")
-    parser.add_argument("--dev_file", required=True, help="dev file in the task's training format")
+def add_model_and_dev_args(parser: argparse.ArgumentParser, limit: int | None = None, required: bool = True,
+                           model_help: str = "a saved model directory (the PyTorch baseline)",
+                           limit_help: str | None = None) -> None:
+    """The model to time and the dev set to time and score it on (this benchmark, gemm_share, bench)."""
+    parser.add_argument("--model_dir", required=required, help=model_help)
+    parser.add_argument("--dev_file", required=required, help="dev file in the task's training format")
+    parser.add_argument("--limit", type=int, default=limit,
+                        help=limit_help or f"use the first N dev examples (default: {limit or 'all'})")
+
+
+def add_timing_args(parser: argparse.ArgumentParser) -> None:
+    """How the inference benchmarks (this one and bench/gemm_share.py) time and report."""
     parser.add_argument("--onnx_dir", default=None, help="export_onnx.py output (default: export to a temp dir)")
-    parser.add_argument("--limit", type=int, default=limit, help=f"use the first N dev examples (default: {limit or 'all'})")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both backends (default: PyTorch's and onnxruntime's own defaults)")
@@ -170,6 +177,7 @@ def torch_threads(threads: int | None):
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_and_dev_args(parser)
+    add_timing_args(parser)
     parser.add_argument("--compare", nargs="+", default=[], metavar="DIR",
                         help="more saved models of the same task (e.g. distilled students), timed as PyTorch rows")
     parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,

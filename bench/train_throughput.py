@@ -174,19 +174,38 @@ def report_line(case: str, mode: str, base: dict) -> str:
     return line
 
 
+RUN_DEFAULTS = {"cases": ["classification"], "modes": list(MODES), "steps": 40, "batch_size": 32,
+                "max_seq_length": 128, "fork": False}
+
+
+def add_run_args(parser: argparse.ArgumentParser, defaults: dict, quick: dict | None = None) -> None:
+    """The flags `python -m bench` shares: which cases and padding modes, how long and how big a run.
+    With `quick` (bench's --quick budget) the size flags default to None and their help names both
+    budgets; the caller picks one after parsing."""
+    def sized(key: str) -> dict:
+        if quick is None:
+            return {"default": defaults[key], "help": f"default {defaults[key]}"}
+        return {"default": None, "help": f"default {defaults[key]}; quick {quick[key]}"}
+
+    parser.add_argument("--cases", nargs="+", default=defaults["cases"], choices=sorted(CASES), help="training cases")
+    parser.add_argument("--modes", nargs="+", default=defaults["modes"], choices=list(MODES),
+                        help="padding modes; ratios are to 'longest' (the original bertorch) and 'max_len'")
+    parser.add_argument("--steps", type=int, **sized("steps"))
+    parser.add_argument("--batch_size", type=int, **sized("batch_size"))
+    parser.add_argument("--max_seq_length", type=int, **sized("max_seq_length"))
+    parser.add_argument("--fork", action=argparse.BooleanOptionalAction,
+                        default=None if quick is not None else defaults["fork"],
+                        help="run each training in a fork of this warmed-up process instead of a fresh python "
+                             "(no start-up cost; --env variables read at library load time then have no effect)"
+                             + ("; default: only with --quick" if quick is not None else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=["classification"], choices=sorted(CASES))
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    parser.add_argument("--steps", type=int, default=40)
+    add_run_args(parser, RUN_DEFAULTS)
     parser.add_argument("--log_every", type=int, default=5)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--model_config", choices=list(MODEL_CONFIGS), default="bench",
                         help="bench: 4 layers x 312 (the issue's target); tiny: 2 x 64, for smoke runs")
-    parser.add_argument("--fork", action="store_true",
-                        help="run each training in a fork of this warmed-up process instead of a fresh python "
-                             "(no start-up cost; --env variables read at library load time then have no effect)")
     parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE environment for the runs")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for the scripts")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
