@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-SCRIPTS=${SCRIPTS:-"classification ner matching semantic distill onnx"}
+SCRIPTS=${SCRIPTS:-"classification ner matching semantic distill distill_ner onnx"}
 if [ "${QUICK:-0}" = 1 ]; then OUT_ROOT=${OUT:-$ROOT/outputs/quick}; else OUT_ROOT=${OUT:-$ROOT/outputs}; fi
 if [ -n "${OUT:-}" ]; then export TINY_MODEL=${TINY_MODEL:-$OUT/tiny-random-bert}; fi  # QUICK: all under OUT
 case " $SCRIPTS " in
