@@ -48,7 +48,7 @@ trained "$OUT/narrow" || launch run_distill.py $(budget_args) "${DATA[@]}" "${KI
     --learning_rate "$NARROW_LR" --warmup_proportion 0.1 "${aux[@]}"
 # Speed: the teacher and both students in one process, taking turns batch by batch (bench/inference.py),
 # so the ratios are side by side on this machine whatever else it was doing during the trainings.
-LIMIT=${LIMIT:-$([ "$QUICK" = 1 ] && echo 32)}  # default: the whole dev set
+[ "$QUICK" = 1 ] && LIMIT=${LIMIT:-32}  # default: the whole dev set
 py -m bench.inference --model_dir "$TEACHER" --compare "$OUT/layers2" "$OUT/narrow" --no-onnx \
     --batch_sizes 32 --dev_file "$DATA_DIR/$DEV" ${LIMIT:+--limit "$LIMIT"} --output "$OUT/speed.json"
 add() {  # add RUN_DIR LABEL SPEED_ROW: the run's metrics, and its speed-up from the side-by-side timing
