@@ -8,6 +8,7 @@ from typing import Sequence
 
 from loguru import logger
 
+from bertorch.models.pooling import POOLING_MODES
 from bertorch.onnx.export import EXPORT_INFO, export_model
 from bertorch.onnx.runtime import OnnxError, require_onnxruntime
 
@@ -22,7 +23,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--dev_file", default=None, help="dev file in the task's training format: parity inputs, "
                                                     "and accuracy/F1 of fp32 vs int8 (default: built-in texts)")
     p.add_argument("--limit", type=int, default=None, help="use at most N dev examples for the int8 metrics")
-    p.add_argument("--pooling_mode", choices=("cls", "mean", "linear"), default=None,
+    p.add_argument("--pooling_mode", choices=POOLING_MODES, default=None,
                    help="pooling for a plain transformers encoder without a saved pooler (default: mean)")
     p.add_argument("--optimize", action="store_true",
                    help="fuse the graph for onnxruntime (Attention, SkipLayerNormalization, ... contrib ops): for "
