@@ -21,7 +21,8 @@ from bench import train_throughput as tt
 from bench.inference import add_model_and_dev_args
 
 QUICK = {"steps": 4, "log_every": 2, "batch_size": 8, "max_seq_length": 64, "limit": 32, "train_samples": 256}
-FULL = {"steps": 40, "log_every": 5, "batch_size": 32, "max_seq_length": 128, "limit": 512, "train_samples": None}
+FULL = {**{k: tt.RUN_DEFAULTS[k] for k in ("steps", "batch_size", "max_seq_length")}, "log_every": 5, "limit": 512,
+        "train_samples": None}  # train_throughput's own run size, plus what only bench decides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="seconds-scale smoke run (tiny model, few steps, forked runs): checks, does not measure")
-    tt.add_run_args(p, {**tt.RUN_DEFAULTS, **FULL, "cases": list(tt.CASES), "modes": ["ours", "longest"]}, QUICK)
+    tt.add_run_args(p, {**FULL, "cases": list(tt.CASES), "modes": ["ours", "longest"]}, QUICK)
     add_model_and_dev_args(p, required=False, model_help="a saved model directory for the inference benchmark "
                                                          "(default: train a classifier here); needs --dev_file",
                            limit_help="dev examples for inference (default 512; quick 32)")
