@@ -1,71 +1,25 @@
-"""Saving and resuming: HuggingFace model directories written atomically, and the training state.
+"""Resuming: the training state, checkpoint-<step> directories and their rotation.
 
-A directory is written under a temporary name and renamed into place, so a crash never leaves a
-half-written model where a user (or `best/`) expects a whole one. Weights are safetensors; the training
-state (optimizer, scheduler, scaler, RNG, counters) holds only tensors and plain containers and is
-read back with `torch.load(weights_only=True)`, which refuses arbitrary pickles.
+Model directories (checkpoints, best/, the final model) are written under a temporary name and renamed into
+place by model_dir.py's atomic writes, re-exported here for the trainer, so a crash never leaves a half-written
+model where a user (or `best/`) expects a whole one. The training state (optimizer, scheduler, scaler, RNG,
+counters) holds only tensors and plain containers and is read back with `torch.load(weights_only=True)`, which
+refuses arbitrary pickles.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import re
 import shutil
-import tempfile
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
+from bertorch.model_dir import atomic_directory, save_directory, save_into  # noqa: F401  (the trainer's writes)
+
 TRAINING_STATE_NAME = "training_state.pt"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-@contextlib.contextmanager
-def atomic_directory(final_dir: str) -> Iterator[str]:
-    """Yield a temporary sibling directory; on success it replaces `final_dir` in one rename."""
-    parent = os.path.dirname(os.path.abspath(final_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.tmp-", dir=parent)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.exists(final_dir):
-        trash = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.old-", dir=parent)
-        os.replace(final_dir, os.path.join(trash, "old"))
-        os.replace(tmp, final_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final_dir)
-
-
-def save_directory(final_dir: str, write: Callable[[str], None]) -> None:
-    """Run `write(tmp_dir)` and move the result to `final_dir` atomically."""
-    with atomic_directory(final_dir) as tmp:
-        write(tmp)
-
-
-def save_into(directory: str, write: Callable[[str], None]) -> None:
-    """Write model files into an existing directory that holds other things (logs, checkpoints).
-
-    Files are written to a temporary directory first and moved in one by one with config.json last:
-    a crash midway leaves a directory transformers refuses to load, never a mix it would load.
-    """
-    os.makedirs(directory, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".model.tmp-", dir=directory)
-    try:
-        write(tmp)
-        names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")
-        for name in names:
-            target = os.path.join(directory, name)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            os.replace(os.path.join(tmp, name), target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def rng_state() -> dict:

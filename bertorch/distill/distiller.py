@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from bertorch.distill.matches import Match
 from bertorch.losses.distillation import KD_LOSSES, get_feature_loss, temperature_schedule, weight_schedule
+from bertorch.model_dir import read_task_info
 from bertorch.models.base import ModelError, TaskModel, load_config
 
 DISTILL_STATE_NAME = "distill_state.safetensors"  # projections + step counter: checkpoints only
@@ -153,7 +154,6 @@ def load_teacher(directory: str) -> tuple[TaskModel, dict]:
     """A saved classifier or tagger directory as a frozen TaskModel in eval mode, and its bertorch.json."""
     from bertorch.models.classifier import SequenceClassifier
     from bertorch.models.tagger import Tagger
-    from bertorch.predict import read_task_info
 
     if not os.path.isdir(directory):
         raise ModelError(f"--teacher_model_dir {directory}: no such directory")

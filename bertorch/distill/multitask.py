@@ -39,7 +39,8 @@ from bertorch.distill.distiller import StepClock
 from bertorch.distill.multihead import ROWS, SEP, MultiTaskDistiller, split_batch
 from bertorch.distill.student import copy_teacher_layers, prepare_student
 from bertorch.models.base import ModelError
-from bertorch.predict import MULTITASK_FILE as MANIFEST_FILE, read_task_info
+from bertorch.model_dir import MULTITASK_FILE as MANIFEST_FILE  # noqa: F401  (the name tests and users import)
+from bertorch.model_dir import read_multitask_manifest, read_task_info, write_multitask_manifest
 from bertorch.tasks.distill import TEACHER_TASK, DistillTask
 
 MEAN_METRIC = "mean_score"
@@ -286,8 +287,7 @@ class MultiTaskDistillTask(DistillTask):
         manifest = {"metric_for_best": MEAN_METRIC, "tasks": {
             name: {"task": part.inner.name, "directory": name, "metric": part.metric_for_best,
                    "teachers": part.args.teacher_model_dir} for name, part in self.parts.items()}}
-        with open(os.path.join(directory, MANIFEST_FILE), "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, ensure_ascii=False)
+        write_multitask_manifest(directory, manifest)
         for name, part in self.parts.items():
             part.save(model.tasks[name], os.path.join(directory, name))
 
@@ -296,7 +296,6 @@ def load_predictors(saved_dir: str, **kwargs) -> dict:
     """{task name: Predictor} for a multi-task student directory (kwargs go to Predictor.from_pretrained)."""
     from bertorch.predict import Predictor
 
-    with open(os.path.join(saved_dir, MANIFEST_FILE), encoding="utf-8") as f:
-        tasks = json.load(f)["tasks"]
+    tasks = read_multitask_manifest(saved_dir)["tasks"]
     return {name: Predictor.from_pretrained(os.path.join(saved_dir, t["directory"]), **kwargs)
             for name, t in tasks.items()}

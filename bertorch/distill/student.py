@@ -21,7 +21,9 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from bertorch.distill.matches import uniform_layer_map
-from bertorch.models.base import HEAD_WEIGHTS_NAME, ModelError, read_weights
+from bertorch.errors import ModelError
+from bertorch.model_dir import HEAD_WEIGHTS_NAME
+from bertorch.models.base import read_weights
 
 LAYER_SELECTIONS = ("uniform", "first")
 # encoder.layer.3. (BERT, RoBERTa, ELECTRA, MacBERT), transformer.layer.3. (DistilBERT); ALBERT shares one layer.

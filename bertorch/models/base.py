@@ -15,11 +15,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
-HEAD_WEIGHTS_NAME = "head.safetensors"
-
-
-class ModelError(ValueError):
-    """A model path or checkpoint that cannot be used; the message says which and why."""
+from bertorch.errors import ModelError
+from bertorch.model_dir import HEAD_WEIGHTS_NAME
 
 
 def check_model_path(name_or_path: str) -> None:

@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torchcrf import CRF
 
-CRF_WEIGHTS_NAME = "crf.safetensors"
+from bertorch.model_dir import CRF_WEIGHTS_NAME
+
 IGNORE_INDEX = -100
 
 

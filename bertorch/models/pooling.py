@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bertorch.model_dir import POOLING_CONFIG_NAME, POOLING_WEIGHTS_NAME
+
 POOLING_MODES = ("linear", "cls", "mean")
-POOLING_CONFIG_NAME = "sentence_pooling.json"
-POOLING_WEIGHTS_NAME = "sentence_pooling.safetensors"
 
 
 def _check_mode(mode: str) -> str:

@@ -28,7 +28,7 @@ def make_random_bert(output_dir: str, vocab: list[str], hidden_size: int = 32, n
     later "built already?" check (``main``, scripts/common.sh) would take for a complete one."""
     import torch
 
-    from bertorch.checkpoint import atomic_directory
+    from bertorch.model_dir import atomic_directory
 
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,
                         num_attention_heads=num_heads, intermediate_size=intermediate_size,

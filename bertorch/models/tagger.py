@@ -17,8 +17,10 @@ from transformers import AutoModelForTokenClassification, PretrainedConfig
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from bertorch.losses.classification import IGNORE_INDEX
-from bertorch.models.base import HEAD_WEIGHTS_NAME, ModelError, TaskModel
-from bertorch.models.crf import CRF_WEIGHTS_NAME, CRFHead, gather_char_positions, viterbi_decode_numpy
+from bertorch.errors import ModelError
+from bertorch.model_dir import CRF_WEIGHTS_NAME, HEAD_WEIGHTS_NAME
+from bertorch.models.base import TaskModel
+from bertorch.models.crf import CRFHead, gather_char_positions, viterbi_decode_numpy
 from bertorch.tagging import stitch_window_predictions
 
 CrfArrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # start, end, transitions (pytorch-crf's)

@@ -13,7 +13,6 @@ and when that pays).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -21,16 +20,13 @@ import warnings
 import torch
 from torch import nn
 
+from bertorch.model_dir import ONNX_NAME, SIDECAR_FILES, read_task_info, write_task_info
 from bertorch.onnx.optimize import eager_attention, optimize_graph
-from bertorch.onnx.runtime import INPUT_NAMES, ONNX_NAME, OnnxError
+from bertorch.onnx.runtime import INPUT_NAMES, OnnxError
 
 MIN_OPSET = 10  # the traced eager attention slices with dynamic bounds: Slice takes them as inputs from opset 10
 OUTPUTS = {"classification": ("logits",), "ner": ("logits",),
            "sentence_embedding": ("sentence_embedding", "normalized_embedding")}
-# Everything a predictor reads besides the weights: tokenizer, config, task info, CRF/pooling extras.
-SIDECAR_FILES = ("config.json", "bertorch.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json", "added_tokens.json", "sentencepiece.bpe.model", "spiece.model",
-                 "head.safetensors", "crf.safetensors", "sentence_pooling.json", "sentence_pooling.safetensors")
 EXPORT_INFO = "onnx_export.json"
 SAMPLE = ["今天天气很好，我们去公园散步吧", "好"]  # a padded row, so the attention-mask path is traced
 
@@ -52,7 +48,7 @@ def check_opset(opset: int) -> None:
 
 def load_source(model_dir: str, pooling_mode: str | None = None):
     """(task info, the PyTorch predictor) of a saved model dir; a clear error for anything else."""
-    from bertorch.predict import Predictor, read_task_info
+    from bertorch.predict import Predictor
 
     if not os.path.isdir(model_dir):
         raise OnnxError(f"--model_dir {model_dir}: no such directory")
@@ -146,5 +142,4 @@ def copy_sidecars(model_dir: str, out_dir: str, info: dict) -> None:
             if os.path.isfile(os.path.join(model_dir, name)):
                 shutil.copy2(os.path.join(model_dir, name), os.path.join(out_dir, name))
     # Written even for a plain transformers dir: the pooling baked into the graph must be known.
-    with open(os.path.join(out_dir, "bertorch.json"), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2, ensure_ascii=False)
+    write_task_info(out_dir, info)

@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 
-ONNX_NAME = "model.onnx"
-INT8_NAME = "model_int8.onnx"
+from bertorch.model_dir import INT8_NAME, ONNX_NAME  # noqa: F401  (INT8_NAME: the int8 graph beside it)
+
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 

@@ -8,7 +8,6 @@ adversarial training, logging, checkpoints -- is the trainer's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any, Sequence
 
@@ -19,8 +18,8 @@ from bertorch.data.batching import TrainBatchSampler, collate_encodings
 from bertorch.data.readers import resolve_path
 from bertorch.distributed import DistEnv
 from bertorch.losses.classification import build_loss
+from bertorch.model_dir import write_task_info
 from bertorch.models.base import ModelError, TaskModel, check_model_path, load_config, set_classifier_dropout
-from bertorch.predict import TASK_FILE
 
 
 class Task:
@@ -130,5 +129,4 @@ class Task:
     def save(self, model: TaskModel, directory: str) -> None:
         model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        with open(os.path.join(directory, TASK_FILE), "w", encoding="utf-8") as f:
-            json.dump(self.task_info(), f, indent=2, ensure_ascii=False)
+        write_task_info(directory, self.task_info())
