@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from bertorch.errors import UsageError
+
 ADVERSARIAL_METHODS = ("fgm", "pgd")
 
 
@@ -47,7 +49,7 @@ class PGD:
 
     def __init__(self, embedding: nn.Embedding, epsilon: float = 1.0, alpha: float = 0.3, steps: int = 3):
         if steps < 1:
-            raise ValueError(f"--adv_steps must be at least 1, got {steps}")
+            raise UsageError(f"--adv_steps must be at least 1, got {steps}")
         self.weight = embedding.weight
         self.epsilon, self.alpha, self.steps = epsilon, alpha, steps
 
@@ -87,4 +89,4 @@ def build_adversary(method: str | None, embedding: nn.Embedding, epsilon: float,
         return FGM(embedding, epsilon)
     if method == "pgd":
         return PGD(embedding, epsilon, alpha, steps)
-    raise ValueError(f"unknown --adversarial {method!r}; choose from {', '.join(ADVERSARIAL_METHODS)}")
+    raise UsageError(f"unknown --adversarial {method!r}; choose from {', '.join(ADVERSARIAL_METHODS)}")

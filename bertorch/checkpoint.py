@@ -16,6 +16,7 @@ import shutil
 import numpy as np
 import torch
 
+from bertorch.errors import UsageError
 from bertorch.model_dir import atomic_directory, save_directory, save_into  # noqa: F401  (the trainer's writes)
 
 TRAINING_STATE_NAME = "training_state.pt"
@@ -61,7 +62,7 @@ def save_training_state(directory: str, state: dict) -> None:
 def load_training_state(directory: str) -> dict:
     path = os.path.join(directory, TRAINING_STATE_NAME)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{directory}: not a resumable checkpoint (no {TRAINING_STATE_NAME})")
+        raise UsageError(f"{directory}: not a resumable checkpoint (no {TRAINING_STATE_NAME})")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -86,8 +87,8 @@ def resolve_resume(path: str, output_dir: str) -> str:
     if path == "latest":
         found = list_checkpoints(output_dir)
         if not found:
-            raise FileNotFoundError(f"--resume_from_checkpoint latest: no checkpoint-* in {output_dir}")
+            raise UsageError(f"--resume_from_checkpoint latest: no checkpoint-* in {output_dir}")
         return found[-1]
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"--resume_from_checkpoint: {path} is not a directory")
+        raise UsageError(f"--resume_from_checkpoint: {path} is not a directory")
     return path

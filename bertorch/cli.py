@@ -18,7 +18,7 @@ from loguru import logger
 
 from bertorch import distributed as D
 from bertorch.adversarial import ADVERSARIAL_METHODS
-from bertorch.data.readers import DataError
+from bertorch.errors import UsageError
 from bertorch.logging import setup_logging
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
 from bertorch.model_dir import TASK_FILE
@@ -148,6 +148,13 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser, tas
         parser.error("give --epochs >= 1 or --max_steps > 0")
     if not 1 <= args.max_seq_length <= 4096:
         parser.error(f"--max_seq_length must be in [1, 4096], got {args.max_seq_length}")
+    if not 0.0 <= args.warmup_proportion < 1.0:
+        parser.error(f"--warmup_proportion must be in [0, 1), got {args.warmup_proportion}")
+    if not 0.0 < args.layerwise_lr_decay <= 1.0:
+        parser.error(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}")
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.do_train and not args.train_data_file:
         parser.error("the following arguments are required: --train_data_file (or --no-do_train to evaluate only)")
     if not args.do_train:
@@ -255,7 +262,7 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
                 json.dump(vars(args), f, indent=2, ensure_ascii=False)
         trainer = Trainer(task, args, env)
         return trainer.train() if args.do_train else trainer.evaluate_only()
-    except (DataError, ModelError, TrainingDiverged, FileNotFoundError, ValueError) as e:
+    except (UsageError, TrainingDiverged) as e:  # a user's mistake: one line; anything else is a bug (traceback)
         logger.error(str(e))
         raise SystemExit(f"error: {e}") from None
     finally:

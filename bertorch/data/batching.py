@@ -13,6 +13,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from bertorch.errors import UsageError
+
 MEGABATCH_FACTOR = 50  # sort within windows of 50 global batches: most of the padding win, still random
 
 
@@ -22,7 +24,7 @@ class TrainBatchSampler:
     def __init__(self, lengths: Sequence[int], batch_size: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0, group_by_length: bool = True, shuffle: bool = True):
         if len(lengths) == 0:
-            raise ValueError("no training examples")
+            raise UsageError("no training examples")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size

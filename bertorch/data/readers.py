@@ -10,11 +10,13 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
+from bertorch.errors import UsageError
+
 REPO_DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data")
 SHARED_DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(REPO_DATA_DIR)), "shared", "data")
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """Bad input data; the message names file, line and value."""
 
     def __init__(self, path: str, line: int | None, message: str, value: object = None):

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from bertorch.data.batching import TrainBatchSampler
 from bertorch.data.readers import DataError, TextExample, iter_lines, read_columns
+from bertorch.errors import UsageError
 
 PAIR_HINT = " (Sentence-BERT reads text_a\\ttext_b\\tlabel; a single-sentence file cannot train it)"
 
@@ -101,7 +102,7 @@ class ContrastiveBatchSampler(TrainBatchSampler):
         super().__init__(*args, **kwargs)
         self.keys = [frozenset(k) for k in keys] if keys is not None else None
         if len(self.lengths) < 2:
-            raise ValueError("in-batch negatives need at least 2 training examples")
+            raise UsageError("in-batch negatives need at least 2 training examples")
 
     def _size(self) -> int:
         return self.batch_size * self.world_size

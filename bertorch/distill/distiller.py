@@ -19,6 +19,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from bertorch.distill.matches import Match
+from bertorch.errors import UsageError
 from bertorch.losses.distillation import KD_LOSSES, get_feature_loss, temperature_schedule, weight_schedule
 from bertorch.model_dir import read_task_info
 from bertorch.models.base import ModelError, TaskModel, load_config
@@ -183,7 +184,7 @@ class Distiller(TaskModel):
         self.clock = clock
         weights = self.config.teacher_weights or [1.0] * len(self.teachers)
         if len(weights) != len(self.teachers) or min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(f"--teacher_weights {list(weights)}: give one non-negative weight per teacher "
+            raise UsageError(f"--teacher_weights {list(weights)}: give one non-negative weight per teacher "
                              f"({len(self.teachers)}), not all zero")
         self.teacher_weights = list(weights)
         self.need_hidden = any(m.feature != "attention" for m in self.matches)

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from bertorch.errors import UsageError
 from bertorch.losses.distillation import ATTENTION_LOSSES, FEATURE_LOSSES, WIDTH_FREE_LOSSES
 
 FEATURES = ("hidden", "attention", "embedding")
@@ -35,9 +36,9 @@ def uniform_layer_map(n_teacher: int, n_student: int) -> list[tuple[int, int]]:
     is rounded half up, e.g. 12->5: 0 2 5 7 10 12; the last layers are always paired.
     """
     if n_student < 1 or n_teacher < 1:
-        raise ValueError(f"layer counts must be >= 1, got teacher {n_teacher}, student {n_student}")
+        raise UsageError(f"layer counts must be >= 1, got teacher {n_teacher}, student {n_student}")
     if n_student > n_teacher:
-        raise ValueError(f"the student ({n_student} layers) is deeper than the teacher ({n_teacher}): "
+        raise UsageError(f"the student ({n_student} layers) is deeper than the teacher ({n_teacher}): "
                          "a uniform map needs n_student <= n_teacher; write the matches in a JSON file")
     return [((2 * i * n_teacher + n_student) // (2 * n_student), i) for i in range(n_student + 1)]
 
@@ -77,30 +78,30 @@ def _layer(value, key: str, where: str) -> int:
     # TextBrewer writes the smmd pairs as [k, k]; one layer used twice is the same thing here.
     if isinstance(value, (list, tuple)):
         if len(set(value)) != 1:
-            raise ValueError(f"{where}: {key}={value}: only one layer per side is supported")
+            raise UsageError(f"{where}: {key}={value}: only one layer per side is supported")
         value = value[0]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{where}: {key} must be an integer, got {value!r}")
+        raise UsageError(f"{where}: {key} must be an integer, got {value!r}")
     return value
 
 
 def _match_from_dict(d: dict, where: str) -> Match:
     """A Match from our field names, or TextBrewer's (layer_T, layer_S, proj=['linear', s, t])."""
     if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected an object, got {d!r}")
+        raise UsageError(f"{where}: expected an object, got {d!r}")
     d = dict(d)
     for ours, theirs in (("teacher_layer", "layer_T"), ("student_layer", "layer_S")):
         if theirs in d:
             d[ours] = d.pop(theirs)
     known = {"teacher_layer", "student_layer", "feature", "loss", "weight", "proj"}
     if set(d) - known or not {"teacher_layer", "student_layer", "feature", "loss"} <= set(d):
-        raise ValueError(f"{where}: keys {sorted(d)}; expected teacher_layer, student_layer, feature, loss "
+        raise UsageError(f"{where}: keys {sorted(d)}; expected teacher_layer, student_layer, feature, loss "
                          "[, weight, proj]")
     proj = d.get("proj")
     if proj is not None:
         proj = [p for p in proj if not isinstance(p, str)]  # drop TextBrewer's 'linear'
         if len(proj) != 2:
-            raise ValueError(f"{where}: proj must be [student_dim, teacher_dim], got {d['proj']!r}")
+            raise UsageError(f"{where}: proj must be [student_dim, teacher_dim], got {d['proj']!r}")
         proj = (int(proj[0]), int(proj[1]))
     return Match(_layer(d["teacher_layer"], "teacher_layer", where),
                  _layer(d["student_layer"], "student_layer", where),
@@ -109,10 +110,13 @@ def _match_from_dict(d: dict, where: str) -> Match:
 
 def load_matches_json(path: str) -> list[Match]:
     """A JSON file holding a list of Match objects (our keys or TextBrewer's)."""
-    with open(path, encoding="utf-8") as f:
-        items = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            items = json.load(f)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(items, list):
-        raise ValueError(f"{path}: expected a JSON list of matches")
+        raise UsageError(f"{path}: expected a JSON list of matches")
     return [_match_from_dict(d, f"{path}[{i}]") for i, d in enumerate(items)]
 
 
@@ -131,7 +135,7 @@ def build_matches(names_or_json_paths: list[str], n_teacher: int, n_student: int
         elif item.endswith(".json") or os.path.isfile(item):
             matches += load_matches_json(item)
         else:
-            raise ValueError(f"unknown match preset {item!r}; choose from {list(PRESETS)} or give a JSON file")
+            raise UsageError(f"unknown match preset {item!r}; choose from {list(PRESETS)} or give a JSON file")
     if teacher_hidden != student_hidden:
         matches = [Match(**{**asdict(m), "proj": (student_hidden, teacher_hidden)})
                    if m.proj is None and _needs_proj(m) else m for m in matches]
@@ -145,14 +149,14 @@ def validate_matches(matches: list[Match], n_teacher: int, n_student: int) -> No
     for i, m in enumerate(matches):
         where = f"match #{i} {m}"
         if m.feature not in FEATURES:
-            raise ValueError(f"{where}: unknown feature {m.feature!r}; choose from {list(FEATURES)}")
+            raise UsageError(f"{where}: unknown feature {m.feature!r}; choose from {list(FEATURES)}")
         if m.loss not in FEATURE_LOSSES:
-            raise ValueError(f"{where}: unknown loss {m.loss!r}; choose from {sorted(FEATURE_LOSSES)}")
+            raise UsageError(f"{where}: unknown loss {m.loss!r}; choose from {sorted(FEATURE_LOSSES)}")
         if (m.feature == "attention") != (m.loss in ATTENTION_LOSSES):
-            raise ValueError(f"{where}: loss {m.loss!r} does not apply to feature {m.feature!r} "
+            raise UsageError(f"{where}: loss {m.loss!r} does not apply to feature {m.feature!r} "
                              f"(attention losses: {sorted(ATTENTION_LOSSES)})")
         if m.feature == "attention" and m.proj is not None:
-            raise ValueError(f"{where}: attention matches take no projection")
+            raise UsageError(f"{where}: attention matches take no projection")
         low = 1 if m.feature == "attention" else 0
         high = 0 if m.feature == "embedding" else None
         for side, layer, n in (("teacher", m.teacher_layer, n_teacher), ("student", m.student_layer, n_student)):
@@ -161,7 +165,7 @@ def validate_matches(matches: list[Match], n_teacher: int, n_student: int) -> No
                 kinds = {"attention": f"attention layers 1..{n}",
                          "hidden": f"hidden states 0..{n} (0 = embedding output)",
                          "embedding": "only the embedding output, layer 0"}[m.feature]
-                raise ValueError(f"{where}: the {side} has no {m.feature} layer {layer}; it has {kinds}")
+                raise UsageError(f"{where}: the {side} has no {m.feature} layer {layer}; it has {kinds}")
 
 
 def describe_matches(matches: list[Match]) -> str:

@@ -38,6 +38,7 @@ from bertorch.distill.batches import grouped_sampler
 from bertorch.distill.distiller import StepClock
 from bertorch.distill.multihead import ROWS, SEP, MultiTaskDistiller, split_batch
 from bertorch.distill.student import copy_teacher_layers, prepare_student
+from bertorch.errors import UsageError
 from bertorch.models.base import ModelError
 from bertorch.model_dir import MULTITASK_FILE as MANIFEST_FILE  # noqa: F401  (the name tests and users import)
 from bertorch.model_dir import read_multitask_manifest, read_task_info, write_multitask_manifest
@@ -74,19 +75,19 @@ def parse_task_specs(values: Sequence[Sequence[str]]) -> list[TaskSpec]:
         for word in words:
             key, eq, value = word.partition("=")
             if not eq:
-                raise ValueError(f"--task_spec {' '.join(words)}: {word!r} is not KEY=VALUE")
+                raise UsageError(f"--task_spec {' '.join(words)}: {word!r} is not KEY=VALUE")
             obj.setdefault(key, []).append(value)
         raw.append((f"--task_spec {' '.join(words)}", {k: v if k in ("teacher", "teacher_model_dir") else v[-1]
                                                        for k, v in obj.items()}))
     specs = [_spec(where, obj) for where, obj in raw]
     names = [s.name for s in specs]
     if not specs:
-        raise ValueError("--task multitask needs --task_spec, once per task")
+        raise UsageError("--task multitask needs --task_spec, once per task")
     if len(set(names)) < len(names):
-        raise ValueError(f"--task_spec: task names must differ, got {names}")
+        raise UsageError(f"--task_spec: task names must differ, got {names}")
     with_dev = [s.name for s in specs if s.dev]
     if with_dev and len(with_dev) < len(specs):
-        raise ValueError(f"--task_spec: tasks {[n for n in names if n not in with_dev]} have no dev= but {with_dev} "
+        raise UsageError(f"--task_spec: tasks {[n for n in names if n not in with_dev]} have no dev= but {with_dev} "
                          f"do; give every task a dev file (the mean of their metrics picks the best model) or none")
     return specs
 
@@ -96,26 +97,26 @@ def _read_json(path: str) -> list[dict]:
         with open(path, encoding="utf-8") as f:
             found = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"--task_spec {path}: not KEY=VALUE words nor a readable JSON file ({e})") from None
+        raise UsageError(f"--task_spec {path}: not KEY=VALUE words nor a readable JSON file ({e})") from None
     found = found.get("tasks", found) if isinstance(found, dict) else found
     if not isinstance(found, list) or not all(isinstance(x, dict) for x in found):
-        raise ValueError(f"--task_spec {path}: expected a JSON list of task objects (name, teacher, train, dev, ...)")
+        raise UsageError(f"--task_spec {path}: expected a JSON list of task objects (name, teacher, train, dev, ...)")
     return found
 
 
 def _spec(where: str, obj: dict) -> TaskSpec:
     unknown = sorted(set(obj) - set(KEYS))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {', '.join(KEYS)}")
+        raise UsageError(f"{where}: unknown key(s) {unknown}; known: {', '.join(KEYS)}")
     values = {KEYS[k]: v for k, v in obj.items()}
     teachers = values.pop("teachers", [])
     spec = TaskSpec(teachers=[teachers] if isinstance(teachers, str) else list(teachers), **values)
     if not isinstance(spec.name, str) or not _NAME.fullmatch(spec.name) or spec.name in RESERVED:
-        raise ValueError(f"{where}: name={spec.name} must be a letter then letters, digits or _ (it names a "
+        raise UsageError(f"{where}: name={spec.name} must be a letter then letters, digits or _ (it names a "
                          f"directory and prefixes metrics), and not {' or '.join(RESERVED)}")
     for key, missing in (("teacher", not spec.teachers), ("train", not spec.train)):
         if missing:
-            raise ValueError(f"{where}: task {spec.name!r} has no {key}=; every task needs its teacher directory "
+            raise UsageError(f"{where}: task {spec.name!r} has no {key}=; every task needs its teacher directory "
                              f"and its training data")
     return spec
 
@@ -125,7 +126,7 @@ def about_task(name: str):
     """Errors raised while one task is set up name the task."""
     try:
         yield
-    except ValueError as e:  # DataError and ModelError too; cli.run reports them
+    except UsageError as e:  # DataError and ModelError too; cli.run reports them
         e.args = (f"task {name!r}: {e}",) + e.args[1:]
         raise
 
@@ -147,7 +148,7 @@ class MultiTaskDistillTask(DistillTask):
         given = [f"--{k}" for k in ("teacher_model_dir", "dev_data_file", "label_file") if getattr(a, k)]
         given += ["--train_data_file"] if a.train_data_file not in (None, PER_TASK) else []
         if given:
-            raise ValueError(f"--task multitask reads each task's teacher and data from --task_spec (teacher= train= "
+            raise UsageError(f"--task multitask reads each task's teacher and data from --task_spec (teacher= train= "
                              f"dev= labels=); drop {' '.join(given)}")
         specs = parse_task_specs(a.task_spec or [])
         infos = [self.teacher_info(s) for s in specs]
@@ -198,7 +199,7 @@ class MultiTaskDistillTask(DistillTask):
         task's own teacher (its head and CRF are a warm start); the first task's encoder is then shared."""
         a = self.args
         if a.student_hidden_size is not None:  # each task's head would be cut along other dimensions
-            raise ValueError("--student_hidden_size narrows one teacher; with --task multitask give --student_layers "
+            raise UsageError("--student_hidden_size narrows one teacher; with --task multitask give --student_layers "
                              "or a --student_model (a config JSON for a narrower random student)")
         source = a.student_model or a.pretrained_model_name_or_path
         first_teacher = specs[0].teachers[0]

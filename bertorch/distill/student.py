@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from bertorch.distill.matches import uniform_layer_map
-from bertorch.errors import ModelError
+from bertorch.errors import ModelError, UsageError
 from bertorch.model_dir import HEAD_WEIGHTS_NAME
 from bertorch.models.base import read_weights
 
@@ -37,11 +37,11 @@ def select_layers(n_teacher: int, n_student: int, how: str = "uniform") -> list[
     will be matched); `first` takes the bottom n layers (DistilBERT-style truncation).
     """
     if not 1 <= n_student <= n_teacher:
-        raise ValueError(f"--student_layers {n_student}: must be in 1..{n_teacher}, the teacher's layer count")
+        raise UsageError(f"--student_layers {n_student}: must be in 1..{n_teacher}, the teacher's layer count")
     if how == "first":
         return list(range(n_student))
     if how != "uniform":
-        raise ValueError(f"unknown layer selection {how!r}; choose from {LAYER_SELECTIONS}")
+        raise UsageError(f"unknown layer selection {how!r}; choose from {LAYER_SELECTIONS}")
     return [t - 1 for t, _ in uniform_layer_map(n_teacher, n_student)[1:]]
 
 
@@ -172,13 +172,13 @@ def prepare_student(student_model: str | None, student_layers: int | None, how: 
     """(directory to load the student from, one line saying what it is) for the flags given."""
     if student_layers is not None or hidden_size is not None:
         if student_model is not None:
-            raise ValueError("give --student_model or --student_layers/--student_hidden_size, not both")
+            raise UsageError("give --student_model or --student_layers/--student_hidden_size, not both")
         chosen = copy_teacher_layers(teacher_dir, student_layers, how, workdir, hidden_size=hidden_size)
         narrowed = f", narrowed to hidden size {hidden_size}" if hidden_size else ""
         return workdir, (f"the teacher's layers {[c + 1 for c in chosen]} (1-based, --student_layer_selection "
                          f"{how}){narrowed}")
     if student_model is None:
-        raise ValueError("give --student_model (a model directory or a config JSON) or --student_layers N")
+        raise UsageError("give --student_model (a model directory or a config JSON) or --student_layers N")
     if not os.path.exists(os.path.expanduser(student_model)) and student_model.startswith((".", "/", "~")):
         raise ModelError(f"--student_model {student_model}: no such file or directory")
     if os.path.isfile(student_model) and student_model.endswith(".json"):

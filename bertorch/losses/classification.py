@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from bertorch.errors import UsageError
+
 IGNORE_INDEX = -100
 LOSS_TYPES = ("cross_entropy", "label_smoothing", "focal")
 # easy-bert spells them with a `_loss` suffix; accept those too.
@@ -38,17 +40,17 @@ def build_loss(loss_type: str, num_labels: int, label_smoothing: float = 0.1, fo
         return lambda logits, labels: F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
     if loss_type == "label_smoothing":
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"--label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise UsageError(f"--label_smoothing must be in [0, 1), got {label_smoothing}")
         return lambda logits, labels: F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX,
                                                       label_smoothing=label_smoothing)
     if loss_type == "focal":
         alpha = None
         if focal_alpha is not None:
             if len(focal_alpha) != num_labels:
-                raise ValueError(f"--focal_alpha has {len(focal_alpha)} weights but there are {num_labels} "
+                raise UsageError(f"--focal_alpha has {len(focal_alpha)} weights but there are {num_labels} "
                                  f"labels: give one weight per label, in labels.txt order")
             if any(a < 0 for a in focal_alpha):
-                raise ValueError(f"--focal_alpha weights must be non-negative, got {list(focal_alpha)}")
+                raise UsageError(f"--focal_alpha weights must be non-negative, got {list(focal_alpha)}")
             alpha = torch.tensor(focal_alpha, dtype=torch.float32)
         return lambda logits, labels: focal_loss(logits, labels, focal_gamma, alpha)
-    raise ValueError(f"unknown --loss_type {loss_type!r}; choose from {', '.join(LOSS_TYPES)}")
+    raise UsageError(f"unknown --loss_type {loss_type!r}; choose from {', '.join(LOSS_TYPES)}")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
-from bertorch.errors import ModelError
+from bertorch.errors import ModelError, UsageError
 from bertorch.model_dir import HEAD_WEIGHTS_NAME
 
 
@@ -44,7 +44,7 @@ def set_classifier_dropout(config: PretrainedConfig, rate: float | None) -> None
     if rate is None:
         return
     if not 0.0 <= rate < 1.0:
-        raise ValueError(f"--dropout_rate must be in [0, 1), got {rate}")
+        raise UsageError(f"--dropout_rate must be in [0, 1), got {rate}")
     for attr in ("classifier_dropout", "classifier_dropout_prob", "summary_last_dropout"):
         setattr(config, attr, rate)
 

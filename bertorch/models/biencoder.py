@@ -17,6 +17,7 @@ from transformers import AutoModel, PretrainedConfig
 from transformers.utils import ModelOutput
 
 from bertorch.distributed import all_gather_with_grad
+from bertorch.errors import UsageError
 from bertorch.losses.contrastive import in_batch_negatives_loss, symmetric_in_batch_negatives_loss
 from bertorch.models.base import ModelError, TaskModel
 from bertorch.models.pooling import SentencePooler
@@ -89,7 +90,7 @@ class ContrastiveHead(nn.Module):
             if text_ids is not None:
                 ids_all = all_gather_with_grad(text_ids)[0]
         if b_all.shape[0] < 2:
-            raise ValueError("a training batch holds a single example: in-batch negatives need at least 2 "
+            raise UsageError("a training batch holds a single example: in-batch negatives need at least 2 "
                              "(raise --batch_size)")
         a_ids, b_ids = (None, None) if ids_all is None else (ids_all[:, 0], ids_all[:, 1])
         if self.symmetric:

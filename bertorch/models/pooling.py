@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bertorch.errors import UsageError
 from bertorch.model_dir import POOLING_CONFIG_NAME, POOLING_WEIGHTS_NAME
 
 POOLING_MODES = ("linear", "cls", "mean")
@@ -26,7 +27,7 @@ POOLING_MODES = ("linear", "cls", "mean")
 
 def _check_mode(mode: str) -> str:
     if mode not in POOLING_MODES:
-        raise ValueError(f"unknown pooling mode {mode!r}; choose one of {', '.join(POOLING_MODES)}")
+        raise UsageError(f"unknown pooling mode {mode!r}; choose one of {', '.join(POOLING_MODES)}")
     return mode
 
 
@@ -44,7 +45,7 @@ def pool(mode: str, last_hidden_state: Tensor, attention_mask: Tensor | None,
         raise ValueError(f"last_hidden_state must be (batch, length, hidden), got {tuple(last_hidden_state.shape)}")
     if mode == "linear":
         if pooler_output is None:
-            raise ValueError("pooling mode 'linear' needs the backbone's pooler (dense+tanh over [CLS]), but "
+            raise UsageError("pooling mode 'linear' needs the backbone's pooler (dense+tanh over [CLS]), but "
                              "pooler_output is None (model built without a pooling layer?); use 'cls' or 'mean'")
         return pooler_output
     if mode == "cls":
@@ -74,7 +75,7 @@ class SentencePooler(nn.Module):
         self.hidden_size = int(hidden_size) if hidden_size else None
         self.output_emb_size = int(output_emb_size) if output_emb_size else None
         if self.output_emb_size is not None and self.output_emb_size < 0:
-            raise ValueError(f"output_emb_size must be positive, got {output_emb_size}")
+            raise UsageError(f"output_emb_size must be positive, got {output_emb_size}")
         if self.output_emb_size and self.hidden_size is None:
             raise ValueError("a projection (output_emb_size) needs hidden_size, the backbone's hidden size")
         self.projection = nn.Linear(self.hidden_size, self.output_emb_size) if self.output_emb_size else None

@@ -11,13 +11,14 @@ import warnings
 
 import numpy as np
 
+from bertorch.errors import UsageError
 from bertorch.model_dir import INT8_NAME, ONNX_NAME  # noqa: F401  (INT8_NAME: the int8 graph beside it)
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
-class OnnxError(ValueError):
+class OnnxError(UsageError):
     """An export or an .onnx file that cannot be used; the message says which and what to do."""
 
 

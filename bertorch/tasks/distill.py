@@ -24,6 +24,7 @@ from bertorch.distill.distiller import (Distiller, KDConfig, StepClock, cache_te
 from bertorch.distill.matches import PRESET_HELP, build_matches, describe_matches, uniform_layer_map
 from bertorch.distill.report import display_parameters
 from bertorch.distill.student import LAYER_SELECTIONS, prepare_student
+from bertorch.errors import UsageError
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
 from bertorch.losses.distillation import KD_LOSSES, TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES
 from bertorch.models.base import ModelError
@@ -119,18 +120,18 @@ class DistillTask(Task):
     def setup(self) -> None:
         a = self.args
         if a.task == "multitask" or a.task_spec:
-            raise ValueError("--task multitask and --task_spec are run by MultiTaskDistillTask (run_distill.py)")
+            raise UsageError("--task multitask and --task_spec are run by MultiTaskDistillTask (run_distill.py)")
         if not a.teacher_model_dir:
-            raise ValueError("the following arguments are required: --teacher_model_dir")
+            raise UsageError("the following arguments are required: --teacher_model_dir")
         if (a.hard_label_loss == "crf" or a.use_crf) and a.task != "sequence_labeling":
-            raise ValueError("--hard_label_loss crf needs --task sequence_labeling")
+            raise UsageError("--hard_label_loss crf needs --task sequence_labeling")
         if a.temperature <= 0:
-            raise ValueError(f"--temperature must be positive, got {a.temperature}")
+            raise UsageError(f"--temperature must be positive, got {a.temperature}")
         if a.teacher_cached and a.matches:
-            raise ValueError("--teacher_cached keeps teacher logits only; intermediate --matches need the teacher's "
+            raise UsageError("--teacher_cached keeps teacher logits only; intermediate --matches need the teacher's "
                              "hidden states at every step: drop one of them")
         if a.matches and len(a.teacher_model_dir) > 1:
-            raise ValueError("intermediate --matches need a single --teacher_model_dir (several teachers are "
+            raise UsageError("intermediate --matches need a single --teacher_model_dir (several teachers are "
                              "combined through their soft labels only)")
         self.teachers, infos = zip(*(load_teacher(d) for d in a.teacher_model_dir))
         for d, info in zip(a.teacher_model_dir, infos):
@@ -239,10 +240,10 @@ class DistillTask(Task):
                                 t_config.hidden_size, s_config.hidden_size)
         for i, m in enumerate(matches):
             if m.proj and m.proj != (s_config.hidden_size, t_config.hidden_size):
-                raise ValueError(f"match #{i} {m}: declares a projection {m.proj[0]}->{m.proj[1]} but the student's "
+                raise UsageError(f"match #{i} {m}: declares a projection {m.proj[0]}->{m.proj[1]} but the student's "
                                  f"hidden size is {s_config.hidden_size} and the teacher's {t_config.hidden_size}")
             if m.feature == "attention" and s_config.num_attention_heads != t_config.num_attention_heads:
-                raise ValueError(f"match #{i} {m}: attention matching needs as many heads in the student "
+                raise UsageError(f"match #{i} {m}: attention matching needs as many heads in the student "
                                  f"({s_config.num_attention_heads}) as in the teacher ({t_config.num_attention_heads})")
         n_t, n_s = t_config.num_hidden_layers, s_config.num_hidden_layers
         if n_s <= n_t:

@@ -18,6 +18,7 @@ from loguru import logger
 
 from bertorch.data.batching import collate_encodings, pad_sequences
 from bertorch.data.readers import DataError, iter_lines, read_jsonl, read_labels
+from bertorch.errors import UsageError
 from bertorch.losses.classification import IGNORE_INDEX
 from bertorch.models.tagger import Tagger, decode_document
 from bertorch.tagging import (SCHEMES, count_illegal_transitions, illegal_transition_example, make_windows,
@@ -161,7 +162,7 @@ class NerTask(Task):
         self.labels = read_labels(label_file)
         self.scheme = self.check_scheme(label_file)
         if not 0 <= a.doc_stride < a.max_seq_length - 2:
-            raise ValueError(f"--doc_stride must be in [0, --max_seq_length - 2 = {a.max_seq_length - 2}), "
+            raise UsageError(f"--doc_stride must be in [0, --max_seq_length - 2 = {a.max_seq_length - 2}), "
                              f"got {a.doc_stride}")
         train = self.take(read_tagged(self.data_path(a.train_data_file), self.labels), "train")
         dev = self.take(read_tagged(self.data_path(a.dev_data_file), self.labels) if a.dev_data_file else [], "dev")

@@ -7,6 +7,7 @@ import argparse
 
 from bertorch.data.readers import read_labels
 from bertorch.data.sentence import read_labelled_pairs
+from bertorch.errors import UsageError
 from bertorch.metrics import classification_metrics, correlation_metrics
 from bertorch.models.biencoder import PairClassifier
 from bertorch.tasks.sentence import SentenceTask, pair_cosine
@@ -30,7 +31,7 @@ class SentenceBertTask(SentenceTask):
     def setup(self) -> None:
         args = self.args
         if args.is_nli and not args.label_file:
-            raise ValueError("--is_nli needs --label_file (e.g. cmnli/labels.txt: entailment, neutral, contradiction)")
+            raise UsageError("--is_nli needs --label_file (e.g. cmnli/labels.txt: entailment, neutral, contradiction)")
         self.labels = read_labels(self.data_path(args.label_file)) if args.label_file else BINARY_LABELS
         self.tokenizer = self.load_tokenizer(args.pretrained_model_name_or_path)
         self.train_features = self.featurize(args.train_data_file, "train")

@@ -19,6 +19,7 @@ from torch import nn
 from bertorch.data.batching import collate_encodings
 from bertorch.data.readers import TextExample
 from bertorch.data.sentence import ContrastiveBatchSampler, read_sts
+from bertorch.errors import UsageError
 from bertorch.metrics import correlation_metrics
 from bertorch.models.base import load_config
 from bertorch.models.biencoder import BiEncoder, ContrastiveHead
@@ -160,7 +161,7 @@ class ContrastiveTask(SentenceTask):
     def setup(self) -> None:
         args = self.args
         if self.negatives_per_anchor() < 1:
-            raise ValueError(f"--batch_size {args.batch_size} leaves no in-batch negatives (the other examples "
+            raise UsageError(f"--batch_size {args.batch_size} leaves no in-batch negatives (the other examples "
                              f"of the batch are the negatives); use --batch_size 2 or more")
         self.tokenizer = self.load_tokenizer(args.pretrained_model_name_or_path)
         self.train_features = self.pair_features(self.read_train(), "train")

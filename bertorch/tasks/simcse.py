@@ -8,6 +8,7 @@ from loguru import logger
 
 from bertorch.data.readers import TextExample
 from bertorch.data.sentence import read_sentences
+from bertorch.errors import UsageError
 from bertorch.tasks.sentence import ContrastiveTask
 
 # Dropout attributes of the common encoder configs (BERT/RoBERTa/ELECTRA/ALBERT; DistilBERT).
@@ -30,7 +31,7 @@ class SimCSETask(ContrastiveTask):
     def configure(self, config) -> None:
         rate = self.args.dropout
         if not 0.0 <= rate < 1.0:
-            raise ValueError(f"--dropout must be in [0, 1), got {rate}")
+            raise UsageError(f"--dropout must be in [0, 1), got {rate}")
         names = [n for n in DROPOUT_ATTRIBUTES if hasattr(config, n)]
         if not names:
             logger.warning(f"{config.model_type} config has no known dropout attribute; --dropout ignored")
