@@ -477,3 +477,21 @@ def test_real_server_over_http_drains_on_sigterm_and_exits_0(classifier):
             proc.kill()
             proc.wait(timeout=WAIT)
 
+
+def test_load_benchmark_quick_run_checks_every_server(classifier, sentiment_files, tmp_path):
+    """`python -m bench.serve_load --quick`: four servers, every level answered as the Predictor, a burst
+    with nothing lost, a soak, and every server drained to exit 0 (a smoke run: no speed is asserted)."""
+    out = tmp_path / "serve_load.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.serve_load", "--model_dir", classifier, "--dev_file",
+                           sentiment_files["dev"], "--quick", "--output", str(out)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    result = json.loads(out.read_text())
+    assert {(r["server"], r["clients"]) for r in result["runs"]} == {
+        (s, c) for s in ("torch dynamic", "torch one-at-a-time", "onnx int8 dynamic", "onnx int8 one-at-a-time")
+        for c in (1, 4)}
+    assert all(r["agree"] == r["items"] and r["statuses"] == {"200": r["requests"]} for r in result["runs"])
+    assert all(r["mean_batch"] == 1.0 for r in result["runs"] if r["server"].endswith("one-at-a-time"))
+    assert result["burst"]["ok"] and result["burst"]["mismatched"] == 0
+    assert result["soak"]["rss_mb_last"] > 0 and set(result["exit_codes"].values()) == {0}
+    assert "| 4 |" in (tmp_path / "serve_load.md").read_text()
