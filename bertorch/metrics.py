@@ -1,4 +1,4 @@
-"""Task metrics from well-kept libraries: scikit-learn (classification), scipy.stats (STS)."""
+"""Task metrics from well-kept libraries: scikit-learn (classification), seqeval (NER), scipy.stats (STS)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -26,3 +26,21 @@ def correlation_metrics(gold: Sequence[float], pred: Sequence[float]) -> dict:
     gold_arr, pred_arr = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     return {"spearman": float(spearmanr(gold_arr, pred_arr).statistic),
             "pearson": float(pearsonr(gold_arr, pred_arr).statistic)}
+
+
+def sequence_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict:
+    """seqeval entity P/R/F1 (default mode, see tagging.py) + report; word P/R/F1 for B/M/E/S."""
+    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+
+    from bertorch.tagging import to_seqeval_tags, word_prf
+
+    g = [to_seqeval_tags(t, scheme) for t in gold]
+    p = [to_seqeval_tags(t, scheme) for t in pred]
+    out = {"precision": float(precision_score(g, p, zero_division=0)),
+           "recall": float(recall_score(g, p, zero_division=0)),
+           "f1": float(f1_score(g, p, zero_division=0)),
+           "accuracy": float(accuracy_score(g, p))}
+    if scheme == "bmes":
+        out.update({f"word_{k}": v for k, v in word_prf(gold, pred).items()})
+    out["report"] = classification_report(g, p, digits=4, zero_division=0)
+    return out

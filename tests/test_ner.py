@@ -15,12 +15,14 @@ from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokeni
 
 import run_ner
 from bertorch.cli import build_parser
+from bertorch.data.tagged import encode_documents, read_tagged
 from bertorch.losses.classification import build_loss
+from bertorch.metrics import sequence_metrics
 from bertorch.models.tagger import Tagger
 from bertorch.predict import Predictor
 from bertorch.predictors.tagger import TaggerPredictor
 from bertorch.tagging import make_windows
-from bertorch.tasks.ner import NerTask, encode_documents, read_tagged, sequence_metrics
+from bertorch.tasks.ner import NerTask
 
 LABELS = ["O", "B-PER", "I-PER", "S-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]  # BIOS, as msra/resume
 SENTENCES = [  # (surface, type): one character -> S-, longer -> B- I-...

@@ -264,8 +264,9 @@ class MultiTaskDistillTask(DistillTask):
             found += zip(inputs[name][ROWS].tolist(), predictions)
         return [p for _, p in sorted(found, key=lambda x: x[0])]
 
-    def compute_metrics(self, predictions: list) -> dict:
-        """Each task's metrics on its share of the dev set, prefixed with its name, and their mean."""
+    def compute_metrics(self, predictions: list, model=None) -> dict:
+        """Each task's metrics on its share of the dev set, prefixed with its name, and their mean (each task
+        decodes with its own student: `model` is not used)."""
         metrics, reports, scores, start = {}, [], [], 0
         for name, part in self.parts.items():
             found = part.compute_metrics(predictions[start:start + len(part.eval_features)])

@@ -98,7 +98,7 @@ def build_report(task) -> dict:
     metric = task.metric_for_best
     student = task.model.student
     models = [(f"teacher {d}", t, d, task.teacher_eval_features, task.teacher_collate,
-               lambda preds, t=t: task.teacher_metrics(t, preds)) for d, t in zip(a.teacher_model_dir, task.teachers)]
+               lambda preds, t=t: task.compute_metrics(preds, t)) for d, t in zip(a.teacher_model_dir, task.teachers)]
     models.append(("student", student, a.saved_dir, task.eval_features, task.inner.collate, task.compute_metrics))
     for _, model, *_ in models:
         _sdpa(model)

@@ -23,7 +23,7 @@ def read_eval_set(info: dict, dev_file: str, labels: Sequence[str] | None = None
         rows = read_classification(dev_file, list(labels) if labels else None, bool(info.get("is_text_pair")))[:limit]
         return [(r.text_a, r.text_b) if r.text_b is not None else r.text_a for r in rows], [r.label for r in rows]
     if task == "ner":
-        from bertorch.tasks.ner import read_tagged
+        from bertorch.data.tagged import read_tagged
 
         rows = read_tagged(dev_file, list(labels) if labels else None)[:limit]
         return [r.chars for r in rows], ([r.tags for r in rows] if labels else None)
@@ -59,7 +59,7 @@ def score(task: str, predictor, gold, predictions) -> dict[str, float]:
         m = classification_metrics([ids[g] for g in gold], [ids[p] for p in predictions], predictor.labels)
         return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
     if task == "ner":
-        from bertorch.tasks.ner import sequence_metrics
+        from bertorch.metrics import sequence_metrics
 
         m = sequence_metrics(gold, predictions, predictor.scheme)
         return {"f1": m["f1"], "precision": m["precision"], "recall": m["recall"]}

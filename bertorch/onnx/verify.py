@@ -48,7 +48,7 @@ def sample_examples(info: dict, dev_file: str | None = None, n: int = 16) -> lis
 def build_features(info: dict, tokenizer, examples: list, length: int) -> list[dict]:
     """Token features truncated to `length`, as the predictor builds them (taggers: windows)."""
     if info["task"] == "ner":
-        from bertorch.tasks.ner import encode_documents
+        from bertorch.data.tagged import encode_documents
 
         stride = min(int(info.get("doc_stride", 32)), max(length // 4, 1))
         return encode_documents(tokenizer, [list(e) for e in examples], length, stride)

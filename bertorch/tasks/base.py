@@ -99,8 +99,10 @@ class Task:
         """Per-example predictions for one eval batch (model is unwrapped, in eval mode)."""
         raise NotImplementedError
 
-    def compute_metrics(self, predictions: list) -> dict[str, float]:
-        """Metrics of the whole dev set; predictions[i] belongs to eval_features[i]."""
+    def compute_metrics(self, predictions: list, model: TaskModel | None = None) -> dict[str, float]:
+        """Metrics of the whole dev set; predictions[i] belongs to eval_features[i]. `model` made them, when it
+        is not `self.model` (a distillation teacher): metrics that decode with the model (a tagger's CRF)
+        take what they need from it."""
         raise NotImplementedError
 
     # -- model ----------------------------------------------------------------------------------------

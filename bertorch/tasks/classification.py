@@ -90,6 +90,6 @@ class ClassificationTask(Task):
     def predict(self, model, batch, output) -> list[int]:
         return output.logits.argmax(-1).tolist()
 
-    def compute_metrics(self, predictions: list[int]) -> dict:
+    def compute_metrics(self, predictions: list[int], model=None) -> dict:
         gold = [f["label"] for f in self.eval_features]
         return classification_metrics(gold, predictions, self.labels)

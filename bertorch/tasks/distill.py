@@ -18,6 +18,7 @@ from loguru import logger
 
 from bertorch.data.batching import TrainBatchSampler, collate_encodings
 from bertorch.data.readers import DataError, TextExample, iter_lines, read_classification
+from bertorch.data.tagged import encode_documents
 from bertorch.distill.batches import grouped_sampler
 from bertorch.distill.distiller import (Distiller, KDConfig, StepClock, cache_teacher_logits, load_teacher,
                                        stack_cached_logits)
@@ -30,7 +31,7 @@ from bertorch.losses.distillation import KD_LOSSES, TEMPERATURE_SCHEDULES, WEIGH
 from bertorch.models.base import ModelError
 from bertorch.tasks.base import Task
 from bertorch.tasks.classification import ClassificationTask, tokenize_examples
-from bertorch.tasks.ner import NerTask, encode_documents
+from bertorch.tasks.ner import NerTask
 
 INNER_TASKS = {"classification": ClassificationTask, "sequence_labeling": NerTask}
 TEACHER_TASK = {"classification": "classification", "sequence_labeling": "ner"}  # as in bertorch.json
@@ -311,16 +312,9 @@ class DistillTask(Task):
     def predict(self, model, batch, output) -> list:
         return self.inner.predict(model, batch, output)
 
-    def compute_metrics(self, predictions: list) -> dict:
-        return self.inner.compute_metrics(predictions)
-
-    def teacher_metrics(self, teacher, predictions: list) -> dict:
-        """The inner task's metrics for a teacher's predictions (a tagger decodes with the teacher's CRF)."""
-        student, self.inner.model = self.inner.model, teacher
-        try:
-            return self.inner.compute_metrics(predictions)
-        finally:
-            self.inner.model = student
+    def compute_metrics(self, predictions: list, model=None) -> dict:
+        """The inner task's metrics, of the student's predictions or (`model`) a teacher's."""
+        return self.inner.compute_metrics(predictions, model)
 
     def teacher_collate(self, features: Sequence[dict]) -> dict:
         if self.teacher_tokenizer is None:

@@ -64,7 +64,7 @@ class SentenceBertTask(SentenceTask):
     def predict(self, model, batch, output) -> list[tuple[int, float]]:
         return list(zip(output.logits.argmax(-1).tolist(), pair_cosine(output.embeddings)))
 
-    def compute_metrics(self, predictions: list[tuple[int, float]]) -> dict:
+    def compute_metrics(self, predictions: list[tuple[int, float]], model=None) -> dict:
         gold = [f["label"] for f in self.eval_features]
         metrics = classification_metrics(gold, [p for p, _ in predictions], self.labels)
         if self.similarity_labels():

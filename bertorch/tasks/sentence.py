@@ -130,7 +130,7 @@ class SentenceTask(Task):
     def predict(self, model, batch, output) -> list[float]:
         return pair_cosine(output.embeddings)
 
-    def compute_metrics(self, predictions: list[float]) -> dict[str, float]:
+    def compute_metrics(self, predictions: list[float], model=None) -> dict[str, float]:
         return sts_metrics([f["score"] for f in self.eval_features], predictions)
 
 
