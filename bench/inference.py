@@ -90,9 +90,9 @@ def run(args) -> list[dict]:
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs; "
           f"torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as workdir:
-        backends = {"torch": Predictor.from_pretrained(args.model_dir, backend="torch", device="cpu")}
+        backends = {"torch": Predictor.from_pretrained(args.model_dir, backend="torch", device=args.device)}
         for other in args.compare:  # scored on the same examples, so the same task, input kind and labels
-            predictor = Predictor.from_pretrained(other, backend="torch", device="cpu")
+            predictor = Predictor.from_pretrained(other, backend="torch", device=args.device)
             mine = (read_task_info(other), getattr(predictor, "labels", None))
             base = (info, getattr(backends["torch"], "labels", None))
             for what, a, b in (("task", mine[0]["task"], base[0]["task"]),
@@ -106,7 +106,7 @@ def run(args) -> list[dict]:
             # Idle onnxruntime threads busy-wait by default; here they would spin on the cores through the
             # next backend's call (PyTorch measured right after onnxruntime ran several times slower at batch
             # 1), so they sleep instead unless --spinning: a small cost to onnxruntime, none to PyTorch.
-            ort = {"backend": "onnx", "device": "cpu", "spinning": args.spinning, "threads": args.threads}
+            ort = {"backend": "onnx", "device": args.device, "spinning": args.spinning, "threads": args.threads}
             backends["onnx fp32"] = Predictor.from_pretrained(fp32, **ort)
             backends["onnx int8"] = Predictor.from_pretrained(int8, **ort)
             session = backends["onnx fp32"].backend.session.get_session_options()
@@ -178,6 +178,8 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_and_dev_args(parser)
     add_timing_args(parser)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or cuda: PyTorch on the GPU and onnxruntime's CUDA provider (onnxruntime-gpu)")
     parser.add_argument("--compare", nargs="+", default=[], metavar="DIR",
                         help="more saved models of the same task (e.g. distilled students), timed as PyTorch rows")
     parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,

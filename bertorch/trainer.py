@@ -336,6 +336,8 @@ class Trainer:
         results = {"global_step": s.global_step, "train_seconds": round(train_seconds, 1), "best_step": s.best_step,
                    f"best_{self.task.metric_for_best}": s.best_metric,
                    **{f"final_{k}": v for k, v in (s.history[-1] if s.history else {}).items() if k != "step"}}
+        if self.env.device.type == "cuda":  # this rank's peak, what a user sizes the next run's batch by
+            results["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(self.env.device) / 1024 ** 3, 3)
         if self.env.is_main:
             with open(os.path.join(self.output_dir, "all_results.json"), "w", encoding="utf-8") as f:
                 json.dump(results, f, indent=2, ensure_ascii=False)
