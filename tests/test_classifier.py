@@ -47,15 +47,15 @@ def test_predictor_reads_its_labels_once_and_notes_truncation_once(tiny_bert, se
     """A serving loop calls predict() per request: no config.json parse and no log line per call."""
     from loguru import logger
 
-    from bertorch import predict
+    from bertorch.predictors import classifier
 
     out = tmp_path / "out"
     run_classifier.main(args_for(tiny_bert, sentiment_files, out, "--epochs", "1", "--max_steps", "1"))
     predictor = Predictor.from_pretrained(str(out))
     predictor.max_length = 4  # every fixture text is longer
     reads, lines = [], []
-    original = predict.AutoConfig.from_pretrained
-    monkeypatch.setattr(predict.AutoConfig, "from_pretrained", lambda *a, **kw: reads.append(1) or original(*a, **kw))
+    original = classifier.AutoConfig.from_pretrained
+    monkeypatch.setattr(classifier.AutoConfig, "from_pretrained", lambda *a, **kw: reads.append(1) or original(*a, **kw))
     sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
     try:
         first = [predictor.predict(["这家酒店很好", "服务太差了"]) for _ in range(3)]

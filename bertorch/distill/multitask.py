@@ -41,7 +41,7 @@ from bertorch.distill.student import copy_teacher_layers, prepare_student
 from bertorch.errors import UsageError
 from bertorch.models.base import ModelError
 from bertorch.model_dir import MULTITASK_FILE as MANIFEST_FILE  # noqa: F401  (the name tests and users import)
-from bertorch.model_dir import read_multitask_manifest, read_task_info, write_multitask_manifest
+from bertorch.model_dir import read_task_info, write_multitask_manifest
 from bertorch.tasks.distill import TEACHER_TASK, DistillTask
 
 MEAN_METRIC = "mean_score"
@@ -292,12 +292,3 @@ class MultiTaskDistillTask(DistillTask):
         write_multitask_manifest(directory, manifest)
         for name, part in self.parts.items():
             part.save(model.tasks[name], os.path.join(directory, name))
-
-
-def load_predictors(saved_dir: str, **kwargs) -> dict:
-    """{task name: Predictor} for a multi-task student directory (kwargs go to Predictor.from_pretrained)."""
-    from bertorch.predict import Predictor
-
-    tasks = read_multitask_manifest(saved_dir)["tasks"]
-    return {name: Predictor.from_pretrained(os.path.join(saved_dir, t["directory"]), **kwargs)
-            for name, t in tasks.items()}

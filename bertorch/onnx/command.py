@@ -11,7 +11,7 @@ from loguru import logger
 from bertorch.model_dir import read_task_info
 from bertorch.models.pooling import POOLING_MODES
 from bertorch.onnx.export import EXPORT_INFO, export_model
-from bertorch.onnx.runtime import OnnxError, require_onnxruntime
+from bertorch.predictors.backends import OnnxError, require_onnxruntime
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
@@ -78,7 +78,7 @@ def quantize_and_compare(args, path: str) -> dict:
     """int8 size, agreement with fp32, and both metrics on the dev file (built-in texts without one)."""
     from bertorch.onnx.evaluate import agreement, evaluate, predict_all, quantize_int8
     from bertorch.onnx.verify import sample_examples
-    from bertorch.predict import Predictor
+    from bertorch.predictors.base import Predictor
 
     int8 = quantize_int8(path)
     info = read_task_info(os.path.dirname(os.path.abspath(path)))

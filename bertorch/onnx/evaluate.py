@@ -94,7 +94,7 @@ def quantize_int8(onnx_path: str, output: str | None = None) -> str:
     accuracy loss small."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from bertorch.onnx.runtime import require_onnxruntime
+    from bertorch.predictors.backends import require_onnxruntime
 
     require_onnxruntime()
     output = output or onnx_path[:-len(".onnx")] + "_int8.onnx"  # model.onnx -> model_int8.onnx

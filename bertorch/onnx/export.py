@@ -22,7 +22,7 @@ from torch import nn
 
 from bertorch.model_dir import ONNX_NAME, SIDECAR_FILES, read_task_info, write_task_info
 from bertorch.onnx.optimize import eager_attention, optimize_graph
-from bertorch.onnx.runtime import INPUT_NAMES, OnnxError
+from bertorch.predictors.backends import INPUT_NAMES, OnnxError
 
 MIN_OPSET = 10  # the traced eager attention slices with dynamic bounds: Slice takes them as inputs from opset 10
 OUTPUTS = {"classification": ("logits",), "ner": ("logits",),
@@ -48,7 +48,7 @@ def check_opset(opset: int) -> None:
 
 def load_source(model_dir: str, pooling_mode: str | None = None):
     """(task info, the PyTorch predictor) of a saved model dir; a clear error for anything else."""
-    from bertorch.predict import Predictor
+    from bertorch.predictors.base import Predictor
 
     if not os.path.isdir(model_dir):
         raise OnnxError(f"--model_dir {model_dir}: no such directory")

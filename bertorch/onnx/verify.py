@@ -150,7 +150,7 @@ def check_parity(model_dir: str, onnx_path: str, examples: list | None = None, d
     or built-in Chinese texts)."""
     from bertorch.models.tagger import load_crf_arrays
     from bertorch.onnx.export import load_source
-    from bertorch.onnx.runtime import OnnxBackend
+    from bertorch.predictors.backends import OnnxBackend
 
     onnx_backend = OnnxBackend(onnx_path, providers=providers)
     # A plain HF encoder has no saved pooler: compare with the pooling baked into the graph.

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 
 from bertorch.data.sentence import read_sentences
-from bertorch.predict import Predictor, TorchBackend
+from bertorch.predictors.backends import TorchBackend, onnx_predictor
+from bertorch.predictors.base import Predictor
 
 DEFAULT_POOLING = "mean"  # for plain encoders without sentence_pooling.json (m3e, text2vec, ...)
 
@@ -22,7 +23,6 @@ class SentenceEncoder(Predictor):
     def load(cls, model_dir, info, backend="torch", device=None, pooling_mode: str | None = None, **kwargs):
         """`pooling_mode` only matters for a directory without a saved pooler (a plain HF encoder)."""
         if backend == "onnx":  # pooling, projection and normalisation are inside the exported graph
-            from bertorch.onnx import onnx_predictor
             return onnx_predictor(cls, model_dir, info, device, output="sentence_embedding", pooling_mode=pooling_mode,
                                   **kwargs)
         if backend != "torch":

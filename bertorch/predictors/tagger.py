@@ -15,7 +15,7 @@ from transformers import AutoConfig
 from bertorch.data.readers import DataError, iter_lines
 from bertorch.data.tagged import encode_documents
 from bertorch.models.tagger import decode_document, load_crf_arrays
-from bertorch.predict import Predictor
+from bertorch.predictors.base import Predictor
 from bertorch.tagging import extract_entities, segment_words, to_seqeval_tags, validate_tag_set
 
 
