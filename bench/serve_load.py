@@ -36,6 +36,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 TIMEOUT = 120.0  # s: the bound on any one request, and on a server's start
+TOL = 1e-4  # probabilities of a batched answer vs the text alone (fp32 padding noise is ~1e-6; dynamic int8
+# quantises activations with one scale per batch tensor, so its answers move with the company they keep)
 QUICK = {"clients": [1, 4], "requests": [4, 8], "burst": 24, "soak_seconds": 3.0}
 SERVERS = {  # name -> (backend flags, batching flags)
     "torch dynamic": ([], []),
@@ -112,8 +114,12 @@ async def post(client, url: str, inputs: list[str]):
 
 def matches(answer: dict, reference: dict, tol: float) -> bool:
     """Same label, and probabilities within `tol` (batched and single padding differ by float noise)."""
-    return answer["label"] == reference["label"] and all(
-        abs(answer["probs"][k] - v) <= tol for k, v in reference["probs"].items())
+    return same_label(answer, reference) and all(abs(answer["probs"][k] - v) <= tol
+                                                 for k, v in reference["probs"].items())
+
+
+def same_label(answer: dict, reference: dict) -> bool:
+    return answer["label"] == reference["label"]
 
 
 def request_texts(texts: list[str], i: int, k: int) -> list[str]:
@@ -124,18 +130,20 @@ async def level(client, server: Server, texts: list[str], clients: int, n: int, 
                 tol: float) -> dict:
     """n requests of k texts from `clients` concurrent clients, each sending its next request as soon as
     it has an answer."""
-    todo, latencies, statuses, agree = iter(range(n)), [], Counter(), 0
+    todo, latencies, statuses, agree, labels = iter(range(n)), [], Counter(), 0, 0
     before = await batches_run(client, server.url)
 
     async def one_client():
-        nonlocal agree
+        nonlocal agree, labels
         for i in todo:
             inputs = request_texts(texts, i, k)
             r, seconds = await post(client, server.url, inputs)
             statuses[r.status_code] += 1
             if r.status_code == 200:
                 latencies.append(seconds)
-                agree += sum(matches(a, reference[t], tol) for a, t in zip(r.json()["predictions"], inputs))
+                pairs = list(zip(r.json()["predictions"], (reference[t] for t in inputs)))
+                agree += sum(matches(a, ref, tol) for a, ref in pairs)
+                labels += sum(same_label(a, ref) for a, ref in pairs)
 
     start = time.perf_counter()
     await asyncio.gather(*[one_client() for _ in range(clients)])
@@ -146,7 +154,8 @@ async def level(client, server: Server, texts: list[str], clients: int, n: int, 
             "requests_per_s": len(latencies) / wall, "items_per_s": k * len(latencies) / wall,
             "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
             "p99_ms": float(np.percentile(ms, 99)),
-            "mean_batch": (after[0] - before[0]) / max(after[1] - before[1], 1), "agree": agree}
+            "mean_batch": (after[0] - before[0]) / max(after[1] - before[1], 1), "agree": agree,
+            "same_label": labels}
 
 
 async def burst(client, server: Server, texts: list[str], predictor, tol: float) -> dict:
@@ -212,23 +221,31 @@ def table(runs: list[dict]) -> str:
 
 
 def latency_table(runs: list[dict]) -> str:
-    lines = ["| server | clients | req/s | items/s | p50 ms | p95 ms | p99 ms | mean batch | = Predictor |",
-             "| --- " * 9 + "|"]
+    lines = ["| server | clients | req/s | items/s | p50 ms | p95 ms | p99 ms | mean batch | same label | "
+             "probs within 1e-4 |", "| --- " * 10 + "|"]
     for r in sorted(runs, key=lambda r: (list(SERVERS).index(r["server"]), r["clients"])):
         lines.append(f"| {r['server']} | {r['clients']} | {r['requests_per_s']:.1f} | {r['items_per_s']:.1f} | "
                      f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} | "
-                     f"{r['agree']}/{r['items']} |")
+                     f"{r['same_label']}/{r['items']} | {r['agree']}/{r['items']} |")
     return "\n".join(lines)
 
 
 def ratios(runs: list[dict], clients: int) -> dict:
-    at = {r["server"]: r["requests_per_s"] for r in runs if r["clients"] == clients}
+    """The issue's targets at `clients`: speed-ups, and p99 over 4 x (single-client p50 x the mean batch),
+    which is under 1 when the target is met."""
+    at = {(r["server"], r["clients"]): r for r in runs}
     out = {}
     for backend in ("torch", "onnx int8"):
-        if f"{backend} dynamic" in at and f"{backend} one-at-a-time" in at:
-            out[f"{backend}: dynamic / one-at-a-time"] = at[f"{backend} dynamic"] / at[f"{backend} one-at-a-time"]
-    if "onnx int8 dynamic" in at and "torch dynamic" in at:
-        out["dynamic: onnx int8 / torch"] = at["onnx int8 dynamic"] / at["torch dynamic"]
+        dyn, one = at.get((f"{backend} dynamic", clients)), at.get((f"{backend} one-at-a-time", clients))
+        if dyn and one:
+            out[f"{backend}: dynamic / one-at-a-time"] = dyn["requests_per_s"] / one["requests_per_s"]
+        single = at.get((f"{backend} dynamic", 1))
+        if dyn and single:
+            out[f"{backend} dynamic: p99 / (4 x p50 at 1 client x batch)"] = (
+                dyn["p99_ms"] / (4 * single["p50_ms"] * dyn["mean_batch"]))
+    if ("onnx int8 dynamic", clients) in at and ("torch dynamic", clients) in at:
+        out["dynamic: onnx int8 / torch"] = (at[("onnx int8 dynamic", clients)]["requests_per_s"] /
+                                             at[("torch dynamic", clients)]["requests_per_s"])
     return out
 
 
@@ -259,14 +276,14 @@ async def run(args, texts: list[str], onnx_dir: str, log_dir: str) -> dict:
                         result["skipped"].append(f"{name} at {clients} clients (--max_seconds)")
                         continue
                     backend = "onnx int8" if name.startswith("onnx") else "torch"
-                    row = await level(client, s, used, clients, n, args.items_per_request, reference[backend],
-                                      args.tolerance[backend])
+                    row = await level(client, s, used, clients, n, args.items_per_request, reference[backend], TOL)
                     result["runs"].append(row)
                     print(f"{name:>24} {clients:>4} clients: {row['requests_per_s']:7.1f} req/s  p50 "
                           f"{row['p50_ms']:7.1f}  p95 {row['p95_ms']:7.1f}  p99 {row['p99_ms']:7.1f} ms  batch "
-                          f"{row['mean_batch']:5.1f}  = Predictor {row['agree']}/{row['items']}", flush=True)
+                          f"{row['mean_batch']:5.1f}  = Predictor: label {row['same_label']}, probs {row['agree']} of {row['items']}",
+                          flush=True)
             target = servers["torch dynamic"]
-            result["burst"] = await burst(client, target, texts[:args.burst], predictors["torch"], args.tolerance["torch"])
+            result["burst"] = await burst(client, target, texts[:args.burst], predictors["torch"], TOL)
             print(f"burst of {args.burst} at {target.name}: {result['burst']['statuses']}, "
                   f"{result['burst']['mismatched']} answers differ from the Predictor's", flush=True)
             soak_seconds = max(0.0, min(args.soak_seconds, deadline - time.monotonic()))
@@ -307,7 +324,6 @@ def main(argv=None) -> dict:
             setattr(args, k, v)
     if len(args.requests) != len(args.clients):
         raise SystemExit("--requests takes one count per --clients level")
-    args.tolerance = {"torch": 1e-4, "onnx int8": 1e-4}
     texts = list(dict.fromkeys(r.text_a for r in read_classification(resolve_path(args.dev_file), None, False)))
     texts = texts[:args.limit] if args.limit else texts
     args.burst = min(args.burst, len(texts))
@@ -341,7 +357,9 @@ def markdown(result: dict) -> str:
             f"(clients and servers on the same cores too): the figures are indicative, not a quiet-machine "
             f"measurement. Model `{s['model_dir']}`, ChnSentiCorp dev texts.\n\n"
             f"    {s['command']}\n\nRequests/s ({s['items_per_request']} text(s) a request):\n\n{table(result['runs'])}\n\n"
-            f"Latency, the batches the server ran, and answers equal to the Predictor's on each text alone:\n\n"
+            f"Latency, the mean batch the server ran, and answers equal to the same backend's Predictor on each "
+            f"text alone (dynamic int8 quantises activations with one scale per batch tensor, so its batched "
+            f"probabilities move with the other texts in the batch):\n\n"
             f"{latency_table(result['runs'])}\n\n"
             f"At 32 clients: {ratio}.\n\n"
             f"Burst of {b['requests']} requests at once ({b['server']}): {b['statuses']}; {b['mismatched']} answers "
