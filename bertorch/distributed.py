@@ -104,32 +104,29 @@ class _AllGatherWithGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        world = dist.get_world_size()
-        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world)]
-        dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device))
-        sizes_list = [int(s.item()) for s in sizes]
-        max_size = max(sizes_list)
-        padded = tensor.new_zeros((max_size, *tensor.shape[1:]))
+    def forward(ctx, tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
         padded[: tensor.shape[0]] = tensor
-        chunks = [torch.empty_like(padded) for _ in range(world)]
+        chunks = [torch.empty_like(padded) for _ in sizes]
         dist.all_gather(chunks, padded.contiguous())
-        ctx.sizes = sizes_list
-        ctx.rank = dist.get_rank()
-        return torch.cat([c[:n] for c, n in zip(chunks, sizes_list)], dim=0)
+        ctx.sizes, ctx.rank = sizes, dist.get_rank()
+        return torch.cat([c[:n] for c, n in zip(chunks, sizes)], dim=0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         grad = grad.contiguous()
         dist.all_reduce(grad)
         start = sum(ctx.sizes[: ctx.rank])
-        return grad[start: start + ctx.sizes[ctx.rank]]
+        return grad[start: start + ctx.sizes[ctx.rank]], None
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Concatenate `tensor` (N_r, ...) from all ranks; returns it and this rank's row offset."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor, 0
-    gathered = _AllGatherWithGrad.apply(tensor)
-    sizes = gather_objects(tensor.shape[0])
-    return gathered, sum(sizes[: dist.get_rank()])
+    # Every rank's row count, gathered once (one small collective, one host transfer): the padding for the
+    # all_gather, the slices to cut and this rank's offset all come from it.
+    counts = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, torch.tensor([tensor.shape[0]], device=tensor.device))
+    sizes = torch.cat(counts).tolist()
+    return _AllGatherWithGrad.apply(tensor, sizes), sum(sizes[: dist.get_rank()])

@@ -6,11 +6,14 @@ SimCSE), everything is multiplied by ``scale`` (an inverse temperature: 20 == te
 cross-entropy picks the positive out of the row.  No model is needed, so the tests compare it with a
 plain loop formula, value and gradients.
 
+`pair_contrastive_loss` is what the SimCSE / batchneg models call: it gathers the candidates of every rank
+(the only part that is not pure maths) and hands them to these functions.
+
 One function serves three set-ups:
   * SimCSE: ``anchors`` = first dropout view, ``candidates`` = second view, ``positive_index = arange(N)``;
   * batchneg: ``anchors`` = text_a vectors, ``candidates`` = text_b vectors (same indices);
   * gathered negatives: ``candidates`` = text_b from all ranks ``(world*N, D)`` (gathered with grad),
-    ``positive_index = rank * N + arange(N)``.
+    ``positive_index = rank * N + arange(N)`` (``offset = rank * N``).
 
 Identical texts in one batch are false negatives (a duplicate of the positive is scored as a negative
 and the model is pushed away from the right answer).  Pass integer ids of the texts (e.g. a hash) and
@@ -21,6 +24,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from bertorch.distributed import all_gather_with_grad
+from bertorch.errors import UsageError
 
 
 def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:
@@ -50,27 +56,30 @@ def duplicate_mask(positive_index: Tensor, candidate_ids: Tensor, anchor_ids: Te
 
 def in_batch_negatives_loss(anchors: Tensor, candidates: Tensor, positive_index: Tensor | None = None,
                             scale: float = 20.0, margin: float = 0.2, candidate_ids: Tensor | None = None,
-                            anchor_ids: Tensor | None = None) -> Tensor:
+                            anchor_ids: Tensor | None = None, offset: int = 0) -> Tensor:
     """Mean over anchors of ``-log softmax(scale * (cos - margin * [j == pos]))[pos]``.
 
     ``anchors (N, D)``, ``candidates (M, D)`` with ``M >= N`` allowed (gathered negatives),
-    ``positive_index (N,)`` long, default ``arange(N)``.  Optional ``candidate_ids (M,)`` /
-    ``anchor_ids (N,)`` integer text ids switch on false-negative masking (see :func:`duplicate_mask`).
-    Returns a scalar.
+    ``positive_index (N,)`` long, default ``offset + arange(N)`` (``offset``: this rank's first row among
+    gathered candidates; checked on the host, where an explicit index costs a device sync to check).
+    Optional ``candidate_ids (M,)`` / ``anchor_ids (N,)`` integer text ids switch on false-negative
+    masking (see :func:`duplicate_mask`). Returns a scalar.
     """
     if anchors.dim() != 2 or candidates.dim() != 2 or anchors.shape[1] != candidates.shape[1]:
         raise ValueError(f"anchors (N, D) and candidates (M, D) needed, got {tuple(anchors.shape)} "
                          f"and {tuple(candidates.shape)}")
     n, m = anchors.shape[0], candidates.shape[0]
     if positive_index is None:
-        if m < n:
-            raise ValueError(f"positive_index is required when there are fewer candidates ({m}) than anchors ({n})")
-        positive_index = torch.arange(n, device=anchors.device)
-    positive_index = positive_index.to(device=anchors.device, dtype=torch.long)
-    if positive_index.shape != (n,):
-        raise ValueError(f"positive_index must have shape ({n},), got {tuple(positive_index.shape)}")
-    if n and (int(positive_index.min()) < 0 or int(positive_index.max()) >= m):
-        raise ValueError(f"positive_index out of range for {m} candidates")
+        if offset < 0 or offset + n > m:
+            raise ValueError(f"positives at rows [{offset}, {offset + n}) lie outside the {m} candidates: give "
+                             f"positive_index (or an offset) when there are fewer candidates than anchors")
+        positive_index = torch.arange(offset, offset + n, device=anchors.device)
+    else:
+        positive_index = positive_index.to(device=anchors.device, dtype=torch.long)
+        if positive_index.shape != (n,):
+            raise ValueError(f"positive_index must have shape ({n},), got {tuple(positive_index.shape)}")
+        if n and (int(positive_index.min()) < 0 or int(positive_index.max()) >= m):
+            raise ValueError(f"positive_index out of range for {m} candidates")
 
     scores = cosine_matrix(anchors, candidates)                             # (N, M)
     # Subtract the margin from the positives only (an out-of-place scatter keeps autograd simple).
@@ -104,10 +113,40 @@ def symmetric_in_batch_negatives_loss(a: Tensor, b: Tensor, scale: float = 20.0,
     n = a.shape[0]
     if b.shape[0] != n or offset < 0 or offset + n > a_all.shape[0]:
         raise ValueError(f"need aligned a, b of {n} rows inside the candidate sets at offset {offset}")
-    pos = torch.arange(offset, offset + n, device=a.device)
     local = slice(offset, offset + n)
     a_loc_ids = a_ids[local] if a_ids is not None and b_ids is not None else None
     b_loc_ids = b_ids[local] if a_ids is not None and b_ids is not None else None
-    a_to_b = in_batch_negatives_loss(a, b_all, pos, scale, margin, b_ids, a_loc_ids)
-    b_to_a = in_batch_negatives_loss(b, a_all, pos, scale, margin, a_ids, b_loc_ids)
+    a_to_b = in_batch_negatives_loss(a, b_all, None, scale, margin, b_ids, a_loc_ids, offset=offset)
+    b_to_a = in_batch_negatives_loss(b, a_all, None, scale, margin, a_ids, b_loc_ids, offset=offset)
     return (a_to_b + b_to_a) / 2
+
+
+def pair_contrastive_loss(emb: Tensor, scale: float = 20.0, margin: float = 0.2, symmetric: bool = False,
+                          gather: bool = True, text_ids: Tensor | None = None) -> Tensor:
+    """In-batch negatives on ``emb (B, 2, E)``: row i of view 0 must pick its own view 1 among all view-1 rows
+    (``symmetric``: and the other way round, averaged).
+
+    With ``gather``, under DDP the candidates come from every rank (autograd-aware all-gather), so N ranks
+    give N times the negatives and the gradients equal one process on the concatenated batch. ``text_ids
+    (B, 2)`` switches on masking of identical texts (false negatives). Collectives run on every rank in
+    lockstep, so call it in training only (evaluation shards are uneven, where a collective would hang).
+    """
+    if emb.shape[1] != 2:
+        raise ValueError(f"in-batch negatives need 2 sentences per example, got {emb.shape[1]}")
+    a, b = emb[:, 0], emb[:, 1]
+    a_all, b_all, ids_all, offset = a, b, text_ids, 0
+    if gather:
+        b_all, offset = all_gather_with_grad(b)
+        if symmetric:
+            a_all = all_gather_with_grad(a)[0]
+        if text_ids is not None:
+            ids_all = all_gather_with_grad(text_ids)[0]
+    if b_all.shape[0] < 2:
+        raise UsageError("a training batch holds a single example: in-batch negatives need at least 2 "
+                         "(raise --batch_size)")
+    a_ids, b_ids = (None, None) if ids_all is None else (ids_all[:, 0], ids_all[:, 1])
+    if symmetric:
+        return symmetric_in_batch_negatives_loss(a, b, scale, margin, a_candidates=a_all, b_candidates=b_all,
+                                                 offset=offset, a_ids=a_ids, b_ids=b_ids)
+    anchor_ids = None if a_ids is None else a_ids[offset: offset + a.shape[0]]
+    return in_batch_negatives_loss(a, b_all, None, scale, margin, b_ids, anchor_ids, offset=offset)

@@ -16,9 +16,7 @@ from torch import Tensor, nn
 from transformers import AutoModel, PretrainedConfig
 from transformers.utils import ModelOutput
 
-from bertorch.distributed import all_gather_with_grad
-from bertorch.errors import UsageError
-from bertorch.losses.contrastive import in_batch_negatives_loss, symmetric_in_batch_negatives_loss
+from bertorch.losses.contrastive import pair_contrastive_loss
 from bertorch.models.base import ModelError, TaskModel
 from bertorch.models.pooling import SentencePooler
 
@@ -63,13 +61,11 @@ class SentenceEmbedder(nn.Module):
 
 
 class ContrastiveHead(nn.Module):
-    """In-batch negatives on `(B, 2, E)`: row i of view 0 must pick its own view 1 among all view-1 rows.
-
-    With `gather`, the candidates come from every rank (autograd-aware all-gather), so N ranks give N
-    times the negatives and the gradients equal one process on the concatenated batch. `text_ids (B, 2)`
-    switches on masking of identical texts (false negatives). The loss exists in training mode only:
-    in-batch negatives of a dev set mean nothing, and evaluation shards are uneven across ranks, where a
-    collective would hang.
+    """In-batch negatives on `(B, 2, E)` (`losses.contrastive.pair_contrastive_loss`; no weights): row i of view 0
+    must pick its own view 1 among all view-1 rows, with every rank's rows as candidates when `gather`.
+    `text_ids (B, 2)` switches on masking of identical texts (false negatives). The loss exists in training
+    mode only: in-batch negatives of a dev set mean nothing, and evaluation shards are uneven across ranks,
+    where a collective would hang.
     """
 
     def __init__(self, scale: float = 20.0, margin: float = 0.2, symmetric: bool = False, gather: bool = True):
@@ -79,28 +75,7 @@ class ContrastiveHead(nn.Module):
     def forward(self, emb: Tensor, labels: Tensor | None = None, text_ids: Tensor | None = None):
         if not self.training:
             return None, None
-        if emb.shape[1] != 2:
-            raise ValueError(f"in-batch negatives need 2 sentences per example, got {emb.shape[1]}")
-        a, b = emb[:, 0], emb[:, 1]
-        a_all, b_all, ids_all, offset = a, b, text_ids, 0
-        if self.gather:
-            b_all, offset = all_gather_with_grad(b)
-            if self.symmetric:
-                a_all = all_gather_with_grad(a)[0]
-            if text_ids is not None:
-                ids_all = all_gather_with_grad(text_ids)[0]
-        if b_all.shape[0] < 2:
-            raise UsageError("a training batch holds a single example: in-batch negatives need at least 2 "
-                             "(raise --batch_size)")
-        a_ids, b_ids = (None, None) if ids_all is None else (ids_all[:, 0], ids_all[:, 1])
-        if self.symmetric:
-            loss = symmetric_in_batch_negatives_loss(a, b, self.scale, self.margin, a_candidates=a_all,
-                                                     b_candidates=b_all, offset=offset, a_ids=a_ids, b_ids=b_ids)
-        else:
-            positives = torch.arange(offset, offset + a.shape[0], device=a.device)
-            anchor_ids = None if a_ids is None else a_ids[offset: offset + a.shape[0]]
-            loss = in_batch_negatives_loss(a, b_all, positives, self.scale, self.margin, b_ids, anchor_ids)
-        return loss, None
+        return pair_contrastive_loss(emb, self.scale, self.margin, self.symmetric, self.gather, text_ids), None
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, margin={self.margin}, symmetric={self.symmetric}, gather={self.gather}"

@@ -34,11 +34,15 @@ def gather_char_positions(token_tensor: torch.Tensor, first_token_index: torch.T
 
 
 def _check_prefix_mask(mask: torch.Tensor) -> None:
-    """pytorch-crf needs every sequence to be a left-aligned run starting at position 0."""
-    if mask.size(1) and not mask[:, 0].all():
+    """pytorch-crf needs every sequence to be a left-aligned run starting at position 0 (both conditions are
+    read back from the device together: one host sync per call, not one per condition)."""
+    if not mask.size(1):
+        return
+    first_off, holes = torch.stack(((~mask[:, 0]).any(), (mask[:, 1:] & ~mask[:, :-1]).any())).tolist()
+    if first_off:
         raise ValueError("CRF mask must be on at position 0 for every sequence (empty sequence, or "
                          "emissions not compacted to characters with gather_char_positions?)")
-    if (mask[:, 1:] & ~mask[:, :-1]).any():
+    if holes:
         raise ValueError("CRF mask has holes: labels of -100 are only allowed after the last character; "
                          "compact emissions/labels to one position per character first")
 
