@@ -12,6 +12,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from loguru import logger
@@ -26,7 +27,9 @@ from bertorch.logging import MetricsWriter, format_metrics, plot_curves, progres
 from bertorch.memory import release_free_memory
 from bertorch.models.low_memory import checkpoint_large_batches, use_low_memory_training
 from bertorch.optim import build_optimizer, build_param_groups, build_scheduler
-from bertorch.tasks.base import Task
+
+if TYPE_CHECKING:  # the trainer runs any task; it needs the Task type for the hint only, not the tasks layer above
+    from bertorch.tasks.base import Task
 
 
 class TrainingDiverged(RuntimeError):
