@@ -8,6 +8,7 @@ settings and LD_PRELOAD are per process), in turns (A B C A B C ...), and report
   ours        our model, optimiser and low-memory training, with the process settings of bertorch.memory
   ours-glibc  the same without bertorch.memory's mallopt settings (glibc defaults)
   ours-stock  ours without low-memory training
+  plain-bf16 / ours-bf16   the same under CPU bf16 autocast (what --bf16 does; pays on CPUs with AMX)
   +jemalloc / +tcmalloc   a variant with that allocator preloaded (Debian's libjemalloc2 / libtcmalloc-minimal4)
 
     python -m bench.step_overhead [--steps 20] [--repeats 2] [--variants plain ours ...] [--output FILE]
@@ -18,6 +19,7 @@ the attention matmuls, real and padded tokens) over the machine's fp32 matmul pe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -32,6 +34,8 @@ BASE_VARIANTS = {
     "ours": {"ours": True, "tune": True, "low_memory": True},
     "ours-glibc": {"ours": True, "tune": False, "low_memory": True},
     "ours-stock": {"ours": True, "tune": False, "low_memory": False},
+    "plain-bf16": {"ours": False, "bf16": True},
+    "ours-bf16": {"ours": True, "tune": True, "low_memory": True, "bf16": True},
 }
 
 
@@ -105,9 +109,12 @@ def child(spec: dict, model_dir: str, steps: int, batch_size: int, length: int, 
         def loss_fn():
             return F.cross_entropy(model(input_ids=input_ids, attention_mask=mask).logits, labels)
     model.train()
+    def precision():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if spec.get("bf16") else contextlib.nullcontext()
 
     def step():
-        loss = loss_fn()
+        with precision():
+            loss = loss_fn()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
