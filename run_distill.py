@@ -18,7 +18,7 @@ student encoder with a head per task; --saved_dir/<name>/ is a model directory o
 At the end the log (and all_results.json, distill_report.json) compares teacher and student: dev metric,
 parameters, size on disk and dev-set throughput at the same batch size.
 """
-from bertorch.distill.report import run
+from bertorch.distill_command import run
 
 
 def main(argv=None):

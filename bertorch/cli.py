@@ -7,10 +7,11 @@ world size come from the launcher's environment; `--local_rank`/`--local-rank` (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,8 +22,6 @@ from bertorch.adversarial import ADVERSARIAL_METHODS
 from bertorch.errors import UsageError
 from bertorch.logging import setup_logging
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
-from bertorch.model_dir import TASK_FILE
-from bertorch.models.base import ModelError
 from bertorch.optim import SCHEDULERS
 
 
@@ -158,70 +157,31 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser, tas
     if args.do_train and not args.train_data_file:
         parser.error("the following arguments are required: --train_data_file (or --no-do_train to evaluate only)")
     if not args.do_train:
-        validate_eval_only(args, parser, task_cls)
-    for name in getattr(task_cls, "required_flags", ()):
-        if getattr(args, name, None) in (None, ""):
-            parser.error(f"the following arguments are required: --{name}")
-    args.eval_batch_size = args.eval_batch_size or args.batch_size
-    if args.eval_steps is None:
-        args.eval_steps = args.save_steps
+        validate_eval_only(args, parser)
+    if task_cls is not None:
+        task_cls.check_args(args, parser)
     env_local = os.environ.get("LOCAL_RANK")
     if args.local_rank is not None and env_local is not None and int(env_local) != args.local_rank:
         parser.error(f"--local_rank {args.local_rank} disagrees with LOCAL_RANK={env_local} from the launcher")
 
 
-def validate_eval_only(args: argparse.Namespace, parser: argparse.ArgumentParser, task_cls) -> None:
+def validate_eval_only(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if not args.dev_data_file:
         parser.error("--no-do_train evaluates --dev_data_file: give one")
     if args.resume_from_checkpoint:
         parser.error("--no-do_train does not resume training: give the checkpoint to evaluate as --init_from_ckpt")
-    if task_cls is not None:
-        from bertorch.tasks.distill import DistillTask
-        if issubclass(task_cls, DistillTask):
-            parser.error("run_distill.py has no --no-do_train mode: the distilled student is a plain model directory, "
-                         "so evaluate it with run_classifier.py or run_ner.py --no-do_train "
-                         "--pretrained_model_name_or_path STUDENT_DIR")
 
 
-def evaluation_only(task_cls):
-    """`task_cls` reading no training data and evaluating saved weights (--no-do_train).
+def parse_args(task_cls, argv: Sequence[str] | None = None, description: str | None = None) -> argparse.Namespace:
+    """The flags of `task_cls`'s script, checked, with the defaults that depend on other flags filled in.
 
-    Tasks read their training file in `setup()`; here they are handed the dev file instead (same format,
-    read but never tokenised: `take` keeps none of it), and contrastive tasks, whose training file has
-    another format, read nothing. The weights come from --init_from_ckpt, else from
-    --pretrained_model_name_or_path when it is a saved bertorch directory (heads, CRF, pooling included).
-    """
-    class EvalOnly(task_cls):
-        def setup(self) -> None:
-            self.args.train_data_file = self.args.dev_data_file
-            try:
-                super().setup()
-            finally:
-                self.args.train_data_file = None
-
-        def take(self, examples: list, split: str) -> list:
-            return [] if split == "train" else super().take(examples, split)
-
-        def read_train(self) -> list:
-            return []
-
-        def init_weights(self, model) -> None:
-            a = self.args
-            source = a.init_from_ckpt or a.pretrained_model_name_or_path
-            if not a.init_from_ckpt and not os.path.isfile(os.path.join(source, TASK_FILE)):
-                logger.info(f"evaluating {source} as loaded (no {TASK_FILE}: a task head on top is new)")
-                return
-            if not os.path.exists(source):
-                raise ModelError(f"--init_from_ckpt {source!r}: no such file or directory")
-            missing = model.load_weights(source, strict=False)
-            if missing:
-                logger.warning(f"{source} has no weights for {missing}: they are randomly initialised, so the "
-                               f"metrics are not those of a trained model (saved with other flags, e.g. "
-                               f"--pooling_mode, --output_emb_size, --concat_multiply, --use_crf?)")
-            logger.info(f"evaluating the weights of {source}")
-
-    EvalOnly.__name__ = EvalOnly.__qualname__ = f"EvalOnly{task_cls.__name__}"
-    return EvalOnly
+    This is the namespace the run uses from then on: nothing writes into it later (a task that needs the
+    trainer to run differently says so in `trainer_args()`, which returns a copy)."""
+    parser = build_parser(task_cls, description)
+    args = parser.parse_args(argv)
+    validate_args(args, parser, task_cls)
+    return argparse.Namespace(**{**vars(args), "eval_batch_size": args.eval_batch_size or args.batch_size,
+                                 "eval_steps": args.save_steps if args.eval_steps is None else args.eval_steps})
 
 
 def check_output_dir(args: argparse.Namespace) -> None:
@@ -238,33 +198,48 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run(task_cls, argv: Sequence[str] | None = None, description: str | None = None) -> dict:
-    """Parse flags, set up distribution, let the task build data and model, train, and clean up."""
+@contextlib.contextmanager
+def reported_errors():
+    """A user's mistake (UsageError: bad flags, data or model paths) or a diverged run becomes one log line and
+    `SystemExit("error: ...")`; any other exception is a bug and keeps its traceback."""
+    from bertorch.trainer import TrainingDiverged
+
+    try:
+        yield
+    except (UsageError, TrainingDiverged) as e:
+        logger.error(str(e))
+        raise SystemExit(f"error: {e}") from None
+
+
+def run(task_cls, argv: Sequence[str] | None = None, description: str | None = None,
+        after: Callable[[Any, dict], dict] | None = None) -> dict:
+    """Parse flags, set up distribution, let the task build data and model, train (or, with --no-do_train,
+    evaluate), and clean up; returns the results (all_results.json).
+
+    `after(task, results)`, if given, runs on every rank once the process group is gone (rank-0 extras such as
+    a report need no collectives), under the same error reporting; its return value is returned instead."""
     from bertorch.memory import tune_allocator
-    from bertorch.trainer import Trainer, TrainingDiverged
+    from bertorch.trainer import Trainer
 
     tune_allocator()  # before any data or model is allocated; a no-op off glibc
 
-    parser = build_parser(task_cls, description)
-    args = parser.parse_args(argv)
-    validate_args(args, parser, task_cls)
+    args = parse_args(task_cls, argv, description)
     env = D.setup(no_cuda=args.no_cuda)
     setup_logging(env.is_main)
-    try:
-        check_output_dir(args)
-        D.barrier()  # every rank checks before rank 0 writes anything there
-        set_seed(args.seed)
-        task = (task_cls if args.do_train else evaluation_only(task_cls))(args, env)
-        task.setup()
-        if env.is_main:
-            os.makedirs(args.saved_dir, exist_ok=True)
-            with open(os.path.join(args.saved_dir, "training_args.json"), "w", encoding="utf-8") as f:
-                json.dump(vars(args), f, indent=2, ensure_ascii=False)
-        trainer = Trainer(task, args, env)
-        return trainer.train() if args.do_train else trainer.evaluate_only()
-    except (UsageError, TrainingDiverged) as e:  # a user's mistake: one line; anything else is a bug (traceback)
-        logger.error(str(e))
-        raise SystemExit(f"error: {e}") from None
-    finally:
-        D.teardown()
-
+    with reported_errors():
+        try:
+            check_output_dir(args)
+            D.barrier()  # every rank checks before rank 0 writes anything there
+            set_seed(args.seed)
+            task = task_cls(args, env)
+            task.setup()
+            trainer_args = task.trainer_args()
+            if env.is_main:
+                os.makedirs(args.saved_dir, exist_ok=True)
+                with open(os.path.join(args.saved_dir, "training_args.json"), "w", encoding="utf-8") as f:
+                    json.dump(vars(trainer_args), f, indent=2, ensure_ascii=False)
+            trainer = Trainer(task, trainer_args, env)
+            results = trainer.train() if args.do_train else trainer.evaluate_only()
+        finally:
+            D.teardown()
+        return after(task, results) if after is not None else results

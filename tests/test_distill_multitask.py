@@ -17,10 +17,11 @@ import run_ner
 from bertorch.data.tagged import encode_documents
 from bertorch.distill import report
 from bertorch.distill.distiller import DISTILL_STATE_NAME
-from bertorch.distill.multitask import MANIFEST_FILE, parse_task_specs
+from bertorch.model_dir import MULTITASK_FILE as MANIFEST_FILE
 from bertorch.models.random_init import make_random_bert
 from bertorch.models.tagger import decode_document
 from bertorch.predict import Predictor, load_predictors
+from bertorch.tasks.multitask import parse_task_specs
 from test_ner import ner_args, ner_files  # noqa: F401  (fixture)
 
 BASE = ["--batch_size", "8", "--max_seq_length", "24", "--logging_steps", "2", "--save_steps", "0", "--seed", "3",

@@ -82,6 +82,12 @@ class StepClock:
         self.micro_batches = 0
         self._last = None
 
+    @classmethod
+    def for_run(cls, batches_per_epoch: int, accumulation: int, epochs: int, max_steps: int) -> "StepClock":
+        """The clock of a run of `epochs` (or `max_steps` > 0) optimisation steps, counted as the trainer does."""
+        steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
+        return cls(batches_per_epoch, accumulation, max_steps if max_steps > 0 else steps_per_epoch * epochs)
+
     def step(self, batch_key) -> int:
         if batch_key is not self._last:
             self._last, self.micro_batches = batch_key, self.micro_batches + 1

@@ -1,14 +1,10 @@
 """What distillation bought, measured in one run: teacher vs student dev metric, parameters, size on disk and
 dev-set throughput (same batch size, same device, same process), written to distill_report.json and merged
-into all_results.json; plus TextBrewer's `display_parameters` per-module table printed at start.
-
-`run(argv)` is run_distill.py's body: the shared `cli.run` trains, then rank 0 writes the report, because
-the trainer writes all_results.json in `finish()` and knows nothing of teachers.
+into all_results.json by run_distill.py's flow (bertorch/distill_command.py); plus TextBrewer's
+`display_parameters` per-module table the distillation task prints at start.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from typing import Callable, Sequence
@@ -161,47 +157,3 @@ def _fmt(value, column: str) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:.{1 if column == 'examples_per_s' else 4}f}" if isinstance(value, float) else str(value)
-
-
-def task_class(argv: Sequence[str] | None):
-    """DistillTask, or MultiTaskDistillTask for --task multitask (or --task_spec without --task): the class
-    is chosen before parsing because it builds the parser."""
-    from bertorch.distill.multitask import MultiTaskDistillTask
-    from bertorch.tasks.distill import DistillTask
-
-    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    peek.add_argument("--task")
-    peek.add_argument("--task_spec", nargs="*")
-    known, _ = peek.parse_known_args(argv)
-    multi = known.task == "multitask" or (known.task is None and known.task_spec is not None)
-    return MultiTaskDistillTask if multi else DistillTask
-
-
-def run(argv: Sequence[str] | None = None, description: str | None = None) -> dict:
-    """Distil with the shared CLI and trainer, strip training-only files from the saved student, report."""
-    from bertorch import cli
-    from bertorch.distill.distiller import DISTILL_STATE_NAME
-
-    created = []
-
-    class Recorded(task_class(argv)):  # keeps the task: the report needs its data, models and metrics
-        def setup(self):
-            created.append(self)
-            super().setup()
-
-    results = cli.run(Recorded, argv, description)
-    task = created[0]
-    if not task.env.is_main:
-        return results
-    parts = list(getattr(task, "parts", {}))  # a multi-task student: one directory per task
-    for directory in (task.args.saved_dir, os.path.join(task.args.saved_dir, "best")):
-        for path in [os.path.join(directory, p, DISTILL_STATE_NAME) for p in ["", *parts]]:
-            if os.path.isfile(path):  # projections belong to checkpoints, not to the student
-                os.remove(path)
-    report = build_multitask_report(task) if parts else build_report(task)
-    with open(os.path.join(task.args.saved_dir, REPORT_FILE), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
-    results.update(report)
-    with open(os.path.join(task.args.saved_dir, "all_results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, ensure_ascii=False)
-    return results

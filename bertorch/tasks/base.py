@@ -4,21 +4,25 @@ A task adds its own flags, reads and tokenises its data once, builds its model (
 a batch into per-example predictions, and computes its metrics from the predictions of the whole dev
 set (gathered from every rank, in file order). Everything else -- DDP, schedules, accumulation, AMP,
 adversarial training, logging, checkpoints -- is the trainer's.
+
+Evaluation only (--no-do_train) is a mode of every task, not another class: `read_split("train", ...)`
+reads nothing, and `init_weights` loads the weights to evaluate instead of warm-starting.
 """
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+from loguru import logger
 from transformers import AutoTokenizer
 
 from bertorch.data.batching import TrainBatchSampler, collate_encodings
 from bertorch.data.readers import resolve_path
 from bertorch.distributed import DistEnv
 from bertorch.losses.classification import build_loss
-from bertorch.model_dir import write_task_info
+from bertorch.model_dir import TASK_FILE, write_task_info
 from bertorch.models.base import ModelError, TaskModel, check_model_path, load_config, set_classifier_dropout
 
 
@@ -32,8 +36,16 @@ class Task:
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
         """Add this task's own flag group."""
 
+    @classmethod
+    def check_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+        """Refuse, with parser.error, flags this task cannot run with (called by the CLI after parsing)."""
+        for name in cls.required_flags:
+            if getattr(args, name, None) in (None, ""):
+                parser.error(f"the following arguments are required: --{name}")
+
     def __init__(self, args: argparse.Namespace, env: DistEnv):
         self.args, self.env = args, env
+        self.do_train = getattr(args, "do_train", True)  # False: --no-do_train, evaluate saved weights only
         self.tokenizer = None
         self.train_features: list[dict] = []
         self.eval_features: list[dict] = []
@@ -49,6 +61,14 @@ class Task:
         limit = getattr(self.args, "max_train_samples" if split == "train" else "max_eval_samples", None)
         return examples if limit is None else examples[:limit]
 
+    def read_split(self, split: str, read: Callable[[str], list]) -> list:
+        """`read(path)` of --train_data_file ("train") or --dev_data_file ("dev"), cut by take(); nothing for a
+        split that is not used: no dev file given, or training data when only evaluating."""
+        path = self.args.train_data_file if split == "train" else self.args.dev_data_file
+        if not path or (split == "train" and not self.do_train):
+            return []
+        return self.take(read(self.data_path(path)), split)
+
     def data_path(self, path: str | None) -> str | None:
         return None if path is None else resolve_path(path, getattr(self.args, "data_dir", None))
 
@@ -60,15 +80,30 @@ class Task:
             raise ModelError(f"{name_or_path!r}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
 
     def init_weights(self, model: TaskModel) -> None:
-        """--init_from_ckpt: warm-start from a saved directory or weights file (missing keys are logged)."""
-        path = getattr(self.args, "init_from_ckpt", None)
+        """--init_from_ckpt: warm-start from a saved directory or weights file (missing keys are logged).
+
+        Evaluating only, the weights to evaluate: --init_from_ckpt, else --pretrained_model_name_or_path when
+        it is a saved bertorch directory (heads, CRF, pooling included)."""
+        a = self.args
+        path = getattr(a, "init_from_ckpt", None)
+        if not self.do_train:
+            path = path or a.pretrained_model_name_or_path
+            if not a.init_from_ckpt and not os.path.isfile(os.path.join(path, TASK_FILE)):
+                logger.info(f"evaluating {path} as loaded (no {TASK_FILE}: a task head on top is new)")
+                return
         if not path:
             return
         if not os.path.exists(path):
             raise ModelError(f"--init_from_ckpt {path!r}: no such file or directory")
-        from loguru import logger
         missing = model.load_weights(path, strict=False)
-        logger.info(f"warm-started from {path}" + (f"; newly initialised: {missing}" if missing else ""))
+        if self.do_train:
+            logger.info(f"warm-started from {path}" + (f"; newly initialised: {missing}" if missing else ""))
+            return
+        if missing:
+            logger.warning(f"{path} has no weights for {missing}: they are randomly initialised, so the metrics are "
+                           f"not those of a trained model (saved with other flags, e.g. --pooling_mode, "
+                           f"--output_emb_size, --concat_multiply, --use_crf?)")
+        logger.info(f"evaluating the weights of {path}")
 
     # -- batches --------------------------------------------------------------------------------------
     def feature_length(self, feature: dict) -> int:
@@ -119,6 +154,11 @@ class Task:
         """--loss_type with its options, for this task's label count."""
         a = self.args
         return build_loss(a.loss_type, len(self.labels), a.label_smoothing, a.focal_gamma, a.focal_alpha)
+
+    def trainer_args(self) -> argparse.Namespace:
+        """The flags the trainer runs with: the parsed ones, or a copy with what this task needs changed (the
+        parsed namespace itself is never written to)."""
+        return self.args
 
     def lr_overrides(self) -> dict[str, float]:
         """Parameter-name prefix -> learning rate, e.g. a larger LR for a CRF layer."""

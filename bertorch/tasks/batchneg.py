@@ -25,8 +25,7 @@ class BatchNegTask(ContrastiveTask):
     def symmetric(self) -> bool:
         return self.args.mean_loss
 
-    def read_train(self) -> list[TextExample]:
-        path = self.data_path(self.args.train_data_file)
+    def read_train(self, path: str) -> list[TextExample]:
         examples, dropped = read_pairs(path)
         if dropped:
             logger.info(f"{path}: kept {len(examples)} label-1 pairs, dropped {dropped} label-0 pairs")

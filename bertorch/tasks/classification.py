@@ -56,10 +56,8 @@ class ClassificationTask(Task):
     def setup(self) -> None:
         args = self.args
         self.labels = read_labels(self.data_path(args.label_file))
-        train = self.take(read_classification(self.data_path(args.train_data_file), self.labels,
-                                              args.is_text_pair), "train")
-        dev = self.take(read_classification(self.data_path(args.dev_data_file), self.labels, args.is_text_pair)
-                        if args.dev_data_file else [], "dev")
+        train, dev = (self.read_split(split, lambda path: read_classification(path, self.labels, args.is_text_pair))
+                      for split in ("train", "dev"))
         self.tokenizer = self.load_tokenizer(args.pretrained_model_name_or_path)
         self.train_features = self.featurize(train, "train")
         self.eval_features = self.featurize(dev, "dev")

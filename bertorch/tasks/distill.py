@@ -7,7 +7,6 @@ model of the inner task, and every shared flag (DDP, accumulation, AMP, resume, 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import tempfile
@@ -117,11 +116,19 @@ class DistillTask(Task):
         g.add_argument("--allow_different_tokenizers", action="store_true",
                        help="classification KD only: tokenise every text for the teacher and the student")
 
+    @classmethod
+    def check_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+        if not args.do_train:
+            parser.error("run_distill.py has no --no-do_train mode: the distilled student is a plain model directory, "
+                         "so evaluate it with run_classifier.py or run_ner.py --no-do_train "
+                         "--pretrained_model_name_or_path STUDENT_DIR")
+        super().check_args(args, parser)
+
     # -- set-up ---------------------------------------------------------------------------------------
     def setup(self) -> None:
         a = self.args
         if a.task == "multitask" or a.task_spec:
-            raise UsageError("--task multitask and --task_spec are run by MultiTaskDistillTask (run_distill.py)")
+            raise UsageError("--task multitask and --task_spec are run by MultiTaskDistillTask (bertorch/tasks/multitask.py)")
         if not a.teacher_model_dir:
             raise UsageError("the following arguments are required: --teacher_model_dir")
         if (a.hard_label_loss == "crf" or a.use_crf) and a.task != "sequence_labeling":
@@ -177,14 +184,12 @@ class DistillTask(Task):
             self.add_teacher_inputs()
         if a.aux_data_file:
             self.train_features = self.train_features + self.aux_features()
-        sampler = self.train_sampler()
-        total = a.max_steps if a.max_steps > 0 else math.ceil(len(sampler) / a.gradient_accumulation_steps) * a.epochs
+        clock = StepClock.for_run(len(self.train_sampler()), a.gradient_accumulation_steps, a.epochs, a.max_steps)
         config = KDConfig(a.kd_loss_type, a.temperature, a.temperature_schedule, a.kd_loss_weight,
                           a.kd_loss_weight_schedule, a.hard_label_weight, a.hard_label_weight_schedule,
                           tuple(a.teacher_weights) if a.teacher_weights else None,
                           "char_mask" if a.task == "sequence_labeling" else None)
-        self.model = Distiller(student, list(self.teachers), matches, config,
-                               StepClock(len(sampler), a.gradient_accumulation_steps, total))
+        self.model = Distiller(student, list(self.teachers), matches, config, clock)
         if a.teacher_cached:
             cache_teacher_logits(self.model.to(self.env.device), self.train_features, self.collate,
                                  self.feature_length, a.eval_batch_size, self.env)

@@ -16,13 +16,13 @@ saved directories with the task's name. --saved_dir (and best/, checkpoint-*/) h
     multitask.json                              task name -> kind, directory, metric, teachers
     <name>/                                     that task's student: a normal model directory that
                                                 Predictor / AutoModelFor*.from_pretrained load
+                                                (bertorch.predict.load_predictors: all of them)
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
-import math
 import os
 import re
 import shutil
@@ -38,9 +38,7 @@ from bertorch.distill.batches import grouped_sampler
 from bertorch.distill.distiller import StepClock
 from bertorch.distill.multihead import ROWS, SEP, MultiTaskDistiller, split_batch
 from bertorch.distill.student import copy_teacher_layers, prepare_student
-from bertorch.errors import UsageError
-from bertorch.models.base import ModelError
-from bertorch.model_dir import MULTITASK_FILE as MANIFEST_FILE  # noqa: F401  (the name tests and users import)
+from bertorch.errors import ModelError, UsageError
 from bertorch.model_dir import read_task_info, write_multitask_manifest
 from bertorch.tasks.distill import TEACHER_TASK, DistillTask
 
@@ -171,17 +169,20 @@ class MultiTaskDistillTask(DistillTask):
         self.train_features = [f for p in self.parts.values() for f in p.train_features]
         self.eval_features = [f for p in self.parts.values() for f in p.eval_features]
         self.model = MultiTaskDistiller({name: part.model for name, part in self.parts.items()})
-        sampler = self.train_sampler()
-        total = a.max_steps if a.max_steps > 0 else math.ceil(len(sampler) / a.gradient_accumulation_steps) * a.epochs
-        clock = StepClock(len(sampler), a.gradient_accumulation_steps, total)  # one step count for every schedule
-        for part in self.parts.values():
+        clock = StepClock.for_run(len(self.train_sampler()), a.gradient_accumulation_steps, a.epochs, a.max_steps)
+        for part in self.parts.values():  # one step count for every task's schedules
             part.model.clock = clock
-        if self.env.is_distributed:  # a batch of one task leaves the other heads (and projections) without gradient
-            a.find_unused_parameters = True
         sizes = {name: len(p.train_features) for name, p in self.parts.items()}
         logger.info(f"multi-task student: {what}; encoder shared by {', '.join(self.parts)}; training features "
                     f"{sizes}, one task a batch, in proportion; best model by {MEAN_METRIC} of "
                     + ", ".join(f"{n}_{p.metric_for_best}" for n, p in self.parts.items()))
+
+    def trainer_args(self) -> argparse.Namespace:
+        """Under DDP, find_unused_parameters: a batch of one task leaves the other heads (and projections)
+        without gradient."""
+        if not self.env.is_distributed or self.args.find_unused_parameters:
+            return self.args
+        return argparse.Namespace(**{**vars(self.args), "find_unused_parameters": True})
 
     def teacher_info(self, spec: TaskSpec) -> dict:
         """The first teacher's bertorch.json: which kind of task, text pairs, tag scheme, CRF."""

@@ -48,8 +48,7 @@ class NerTask(Task):
         if not 0 <= a.doc_stride < a.max_seq_length - 2:
             raise UsageError(f"--doc_stride must be in [0, --max_seq_length - 2 = {a.max_seq_length - 2}), "
                              f"got {a.doc_stride}")
-        train = self.take(read_tagged(self.data_path(a.train_data_file), self.labels), "train")
-        dev = self.take(read_tagged(self.data_path(a.dev_data_file), self.labels) if a.dev_data_file else [], "dev")
+        train, dev = (self.read_split(split, lambda path: read_tagged(path, self.labels)) for split in ("train", "dev"))
         self.tokenizer = self.load_tokenizer(a.pretrained_model_name_or_path)
         self.train_features = self.featurize(train, "train")
         self.eval_features = self.featurize(dev, "dev")

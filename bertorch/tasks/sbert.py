@@ -34,14 +34,13 @@ class SentenceBertTask(SentenceTask):
             raise UsageError("--is_nli needs --label_file (e.g. cmnli/labels.txt: entailment, neutral, contradiction)")
         self.labels = read_labels(self.data_path(args.label_file)) if args.label_file else BINARY_LABELS
         self.tokenizer = self.load_tokenizer(args.pretrained_model_name_or_path)
-        self.train_features = self.featurize(args.train_data_file, "train")
-        self.eval_features = self.featurize(args.dev_data_file, "dev") if args.dev_data_file else []
+        self.train_features, self.eval_features = (self.featurize(split) for split in ("train", "dev"))
         loss_fn = self.hard_label_loss()
         self.model = self.build_model(lambda size: PairClassifier(size, len(self.labels), args.concat_multiply,
                                                                   loss_fn, args.dropout_rate or 0.0))
 
-    def featurize(self, path: str, split: str) -> list[dict]:
-        examples = read_labelled_pairs(self.data_path(path), self.labels)
+    def featurize(self, split: str) -> list[dict]:
+        examples = self.read_split(split, lambda path: read_labelled_pairs(path, self.labels))
         features = self.pair_features(examples, split)
         label_ids = {label: i for i, label in enumerate(self.labels)}
         for feature, example in zip(features, examples):

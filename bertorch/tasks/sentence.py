@@ -77,18 +77,15 @@ class SentenceTask(Task):
 
     def pair_features(self, examples: Sequence[TextExample], split: str) -> list[dict]:
         """`{"sentences": [ids_a, ids_b], "text_ids": [a, b]}` per example; a single text is used twice."""
-        examples = self.take(list(examples), "train" if split == "train" else "dev")
         n = len(examples)
         ids = self.sentence_ids([e.text_a for e in examples] +
                                 [e.text_a if e.text_b is None else e.text_b for e in examples], split)
         return [{"sentences": [self.token_ids[i], self.token_ids[j]], "text_ids": [i, j]}
                 for i, j in zip(ids[:n], ids[n:])]
 
-    def sts_features(self, path: str | None) -> list[dict]:
+    def sts_features(self) -> list[dict]:
         """STS dev data (`a\\tb\\tscore`, 0..5) as pair features carrying their gold score."""
-        if not path:
-            return []
-        examples = read_sts(self.data_path(path))
+        examples = self.read_split("dev", read_sts)
         features = self.pair_features(examples, "dev")
         for feature, example in zip(features, examples):
             feature["score"] = example.label
@@ -151,7 +148,8 @@ class ContrastiveTask(SentenceTask):
         g.add_argument("--no_duplicates", action="store_true",
                        help="keep identical texts out of one batch, and mask any left in the loss (false negatives)")
 
-    def read_train(self) -> list[TextExample]:
+    def read_train(self, path: str) -> list[TextExample]:
+        """The training file's examples (its format is the task's)."""
         raise NotImplementedError
 
     def negatives_per_anchor(self) -> int:
@@ -164,8 +162,8 @@ class ContrastiveTask(SentenceTask):
             raise UsageError(f"--batch_size {args.batch_size} leaves no in-batch negatives (the other examples "
                              f"of the batch are the negatives); use --batch_size 2 or more")
         self.tokenizer = self.load_tokenizer(args.pretrained_model_name_or_path)
-        self.train_features = self.pair_features(self.read_train(), "train")
-        self.eval_features = self.sts_features(args.dev_data_file)
+        self.train_features = self.pair_features(self.read_split("train", self.read_train), "train")
+        self.eval_features = self.sts_features()
         self.model = self.build_model(
             lambda size: ContrastiveHead(args.scale, args.margin, self.symmetric, args.gather_negatives))
         gathered = args.gather_negatives and self.env.is_distributed

@@ -25,8 +25,8 @@ class SimCSETask(ContrastiveTask):
             "--dropout", type=float, default=0.1,
             help="encoder hidden and attention dropout: the only difference between the two views")
 
-    def read_train(self) -> list[TextExample]:
-        return read_sentences(self.data_path(self.args.train_data_file))
+    def read_train(self, path: str) -> list[TextExample]:
+        return read_sentences(path)
 
     def configure(self, config) -> None:
         rate = self.args.dropout
