@@ -48,6 +48,7 @@ def test_the_readme_names_data_files():
 def test_every_readme_data_path_resolves_on_a_fresh_clone(tmp_path, monkeypatch):
     """No ../shared/data, no $BERTORCH_DATA_DIR, another working directory: only the shipped data/."""
     monkeypatch.setattr(readers, "SHARED_DATA_DIR", str(tmp_path / "no-shared"))
+    monkeypatch.setattr(readers, "FETCHED_DATA_DIR", str(tmp_path / "nothing-fetched"))
     monkeypatch.delenv("BERTORCH_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     for path in data_paths():

@@ -14,6 +14,7 @@ from bertorch.errors import UsageError
 
 REPO_DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data")
 SHARED_DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(REPO_DATA_DIR)), "shared", "data")
+FETCHED_DATA_DIR = os.path.join(os.path.expanduser("~"), ".cache", "bertorch", "data")  # python -m bertorch.data.fetch
 
 
 class DataError(UsageError):
@@ -32,9 +33,11 @@ def _clip(value: object, limit: int = 80) -> object:
 
 
 def data_roots(data_dir: str | None = None) -> list[str]:
-    """Where relative data paths are looked up: --data_dir, $BERTORCH_DATA_DIR, ./data, ../shared/data."""
-    roots = [data_dir, os.environ.get("BERTORCH_DATA_DIR"), REPO_DATA_DIR, SHARED_DATA_DIR]
-    return [r for r in roots if r]
+    """Where relative data paths are looked up: --data_dir, $BERTORCH_DATA_DIR, the fetched sets, ./data (the
+    working directory's, then the checkout's: an installed bertorch run from a clone finds it), ../shared/data."""
+    roots = [data_dir, os.environ.get("BERTORCH_DATA_DIR"), FETCHED_DATA_DIR, os.path.abspath("data"), REPO_DATA_DIR,
+             SHARED_DATA_DIR]
+    return list(dict.fromkeys(r for r in roots if r))
 
 
 def resolve_path(path: str, data_dir: str | None = None) -> str:
@@ -49,7 +52,17 @@ def resolve_path(path: str, data_dir: str | None = None) -> str:
         tried.append(candidate)
         if os.path.exists(candidate):
             return candidate
-    raise DataError(path, None, "file not found (looked in: " + ", ".join(tried) + ")")
+    raise DataError(path, None, "file not found (looked in: " + ", ".join(tried) + ")" + fetch_hint(path))
+
+
+def fetch_hint(path: str) -> str:
+    """'; python -m bertorch.data.fetch NAME downloads it' for a file of a set that fetch knows."""
+    from bertorch.data.sources import DATASETS, OUTPUTS
+
+    if path.replace(os.sep, "/") not in OUTPUTS:
+        return ""
+    name = next(n for n, spec in DATASETS.items() if path.replace(os.sep, "/").startswith(spec[1]))
+    return f"; `python -m bertorch.data.fetch {name}` downloads it"
 
 
 def iter_lines(path: str) -> Iterator[tuple[int, str]]:
@@ -103,6 +116,22 @@ def read_columns(path: str, num_columns: int, hint: str = "") -> Iterator[tuple[
             if not field.strip():
                 raise DataError(path, number, f"column {i + 1} is empty", line)
         yield number, fields
+
+
+def read_texts(path: str, is_text_pair: bool, limit: int | None = None, pair_hint: str = "") -> list[TextExample]:
+    """One text (or `text_a\\ttext_b`) a line, unlabelled; further columns, e.g. a label, are ignored. At most
+    `limit` examples; `pair_hint` says, in the error for a line without text_b, why pairs are expected."""
+    examples = []
+    for number, line in iter_lines(path):
+        fields = line.split("\t")
+        if is_text_pair and len(fields) < 2:
+            raise DataError(path, number, f"expected text_a\\ttext_b {pair_hint}".rstrip(), line)
+        examples.append(TextExample(fields[0], fields[1] if is_text_pair else None, None, number))
+        if limit and len(examples) >= limit:
+            break
+    if not examples:
+        raise DataError(path, None, "no examples in file")
+    return examples
 
 
 def read_classification(path: str, labels: list[str] | None, is_text_pair: bool) -> list[TextExample]:
