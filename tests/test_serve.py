@@ -229,6 +229,18 @@ def test_take_batch_groups_by_length_within_the_token_budget_and_never_starves_t
     assert len(take_batch(pending, max_items=3, max_tokens=10**6)) == 3 and len(pending) == 2
 
 
+def test_pricing_inputs_leaves_the_predictors_tokenizer_alone(classifier):
+    """The event loop prices inputs while the worker thread tokenises a batch. A fast tokenizer keeps its
+    truncation in shared state, so pricing with the Predictor's own tokenizer would switch truncation off
+    mid-batch (found by the load test: over-long inputs reached the model, answers changed)."""
+    served = load_models(ServeConfig(classifier))["default"]
+    shared = served.predictor.tokenizer
+    shared([LONG[0] * 3], truncation=True, max_length=served.max_length)  # what predict() leaves set
+    before = dict(shared.backend_tokenizer.truncation)
+    assert served.check([LONG[0] * 3, "好"], truncate=True)[1] == [24, 3]
+    assert shared.backend_tokenizer.truncation == before
+
+
 # -- errors -------------------------------------------------------------------------------------------------
 def test_error_codes(classifier):
     async def body(client, app):

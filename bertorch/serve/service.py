@@ -7,6 +7,7 @@ any other directory serves one model, named "default". Batches call the Predicto
 """
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from dataclasses import dataclass
@@ -67,10 +68,14 @@ class Served:
         self.name, self.predictor = name, predictor
         self.max_length = predictor.max_length
         self.endpoint = ENDPOINTS[self.task]
+        # Inputs are priced on the event loop while the worker thread tokenises a batch: a fast tokenizer
+        # keeps its truncation setting in shared state, so one object used by both threads lets a call
+        # without truncation switch it off under the Predictor's feet (over-long inputs reach the model).
+        self.tokenizer = copy.deepcopy(predictor.tokenizer)
 
     def lengths(self, inputs: list) -> list[int]:
         """Tokens per input before any cut."""
-        return [len(ids) for ids in self.predictor.tokenizer(inputs, verbose=False)["input_ids"]]
+        return [len(ids) for ids in self.tokenizer(inputs, verbose=False)["input_ids"]]
 
     def check(self, inputs: list, truncate: bool) -> tuple[tuple, list[int]]:
         """(batch key, padded-token cost per input); InputError for an over-long input with truncate=False."""
@@ -100,7 +105,7 @@ class ServedClassifier(Served):
     def lengths(self, inputs):
         first = [x[0] if isinstance(x, tuple) else x for x in inputs]
         second = [x[1] for x in inputs] if isinstance(inputs[0], tuple) else None
-        return [len(ids) for ids in self.predictor.tokenizer(first, second, verbose=False)["input_ids"]]
+        return [len(ids) for ids in self.tokenizer(first, second, verbose=False)["input_ids"]]
 
     def check(self, inputs, truncate):
         pair = isinstance(inputs[0], tuple) if self.pair is None else bool(self.pair)
@@ -137,7 +142,7 @@ class ServedTagger(Served):
     task = "ner"
 
     def lengths(self, inputs):
-        enc = self.predictor.tokenizer([list(x) for x in inputs], is_split_into_words=True, verbose=False)
+        enc = self.tokenizer([list(x) for x in inputs], is_split_into_words=True, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
 
     def check(self, inputs, truncate):
