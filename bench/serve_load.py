@@ -215,9 +215,14 @@ def table(runs: list[dict]) -> str:
         return r["requests_per_s"] if r else float("nan")
     for c in sorted({c for _, c in at}):
         t, t1, q, q1 = (rate(n, c) for n in names)
-        lines.append(f"| {c} | " + " | ".join(f"{v:.1f}" for v in (t, t1, q, q1)) +
-                     f" | {t / t1:.2f}x | {q / q1:.2f}x | {q / t:.2f}x |")
+        lines.append(f"| {c} | " + " | ".join(cell(v, "") for v in (t, t1, q, q1)) +
+                     f" | {cell(t / t1)} | {cell(q / q1)} | {cell(q / t)} |")
     return "\n".join(lines)
+
+
+def cell(value: float, unit: str = "x") -> str:
+    """A figure, or "-" for a level skipped by --max_seconds."""
+    return "-" if value != value else f"{value:.{1 if not unit else 2}f}{unit}"
 
 
 def latency_table(runs: list[dict]) -> str:
@@ -286,9 +291,8 @@ async def run(args, texts: list[str], onnx_dir: str, log_dir: str) -> dict:
             result["burst"] = await burst(client, target, texts[:args.burst], predictors["torch"], TOL)
             print(f"burst of {args.burst} at {target.name}: {result['burst']['statuses']}, "
                   f"{result['burst']['mismatched']} answers differ from the Predictor's", flush=True)
-            soak_seconds = max(0.0, min(args.soak_seconds, deadline - time.monotonic()))
-            result["soak"] = await soak(client, target, texts, soak_seconds)
-            print(f"soak {soak_seconds:.0f} s at {target.name}: RSS {result['soak']['rss_mb_first']:.0f} -> "
+            result["soak"] = await soak(client, target, texts, args.soak_seconds)
+            print(f"soak {args.soak_seconds:.0f} s at {target.name}: RSS {result['soak']['rss_mb_first']:.0f} -> "
                   f"{result['soak']['rss_mb_after_warmup']:.0f} (after warm-up) -> {result['soak']['rss_mb_last']:.0f} "
                   f"MB, {result['soak']['rss_mb_per_minute_after_warmup']:+.1f} MB/min", flush=True)
     finally:
@@ -308,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items_per_request", type=int, default=1, help="texts in each request")
     p.add_argument("--burst", type=int, default=1000, help="requests sent at once to the torch dynamic server")
     p.add_argument("--soak_seconds", type=float, default=300.0, help="memory soak length")
-    p.add_argument("--max_seconds", type=float, default=900.0, help="skip the levels left after this long")
+    p.add_argument("--max_seconds", type=float, default=900.0,
+                   help="skip the levels left after this long (the burst and the soak are bounded on their own)")
     p.add_argument("--quick", action="store_true", help="a few requests a level: a smoke run")
     p.add_argument("--output", default=None, help="JSON results (and a .md table beside it)")
     return p
@@ -367,7 +372,8 @@ def markdown(result: dict) -> str:
             f"Memory soak ({k['server']}, {k['clients']} clients, {k['seconds']:.0f} s): RSS {k['rss_mb_first']:.0f} MB "
             f"at start, {k['rss_mb_after_warmup']:.0f} MB after warm-up, {k['rss_mb_last']:.0f} MB at the end "
             f"(max {k['rss_mb_max']:.0f}; {k['rss_mb_per_minute_after_warmup']:+.1f} MB/min after warm-up).\n\n"
-            f"Exit codes after SIGTERM: {result['exit_codes']}.\n")
+            f"Exit codes after SIGTERM: {result['exit_codes']}."
+            + (f" Skipped (--max_seconds): {'; '.join(result['skipped'])}." if result["skipped"] else "") + "\n")
 
 
 if __name__ == "__main__":
