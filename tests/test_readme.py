@@ -84,3 +84,26 @@ def test_the_shipped_sets_load_whole_with_the_readers(path):
                 "sts": lambda: read_sts(full), "tagged": lambda: read_tagged(full, labels),
                 "sentences": lambda: read_sentences(full)}[kind]()
     assert len(examples) == count
+
+
+def python_blocks(path: str = README) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", open(path, encoding="utf-8").read(), re.S)
+
+
+def test_the_readme_python_examples_run_as_written(tiny_bert, tmp_path, monkeypatch):
+    """The training example (with the tiny model in place of m3e-small: the only change), then the predicting
+    example on the model it saved, from a fresh working directory."""
+    import shutil
+
+    train = next(b for b in python_blocks() if "bertorch.train(" in b)
+    predict = next(b for b in python_blocks() if "Predictor.from_pretrained(" in b)
+    assert "model = fetch_m3e_small()" in train
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(train.replace("model = fetch_m3e_small()", f"model = {tiny_bert!r}"), "README", "exec"), scope)
+    assert scope["result"].model_dir == os.path.join("outputs/api-senti", "best")
+    assert len(scope["ner"].predictor.predict(["李四去上海"])[0]["tags"]) == 5
+    shutil.copytree("outputs/api-senti/best", "outputs/quickstart/best")
+    scope = {}
+    exec(compile(predict, "README", "exec"), scope)
+    assert set(scope["predictor"].predict(["房间很干净，服务周到", "屏幕有坏点"])) <= {"positive", "negative"}
