@@ -36,16 +36,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--init_from_ckpt", default=None,
                    help="warm-start weights from a saved model directory or weights file")
     g.add_argument("--max_seq_length", type=int, default=128, help="maximum tokens per input (<= 512)")
-    g.add_argument("--dropout_rate", type=float, default=None,
-                   help="dropout before the task head (default: the model config's)")
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--train_data_file", default=None, help="training data file (required unless --no-do_train)")
     g.add_argument("--dev_data_file", default=None, help="dev data file, evaluated every --eval_steps")
-    g.add_argument("--label_file", default=None,
-                   help="labels.txt: one label a line, in id order (required by classification, NER and NLI)")
     g.add_argument("--data_dir", default=None,
                    help="where relative data paths are looked up (also $BERTORCH_DATA_DIR; then ./data, "
                         "../shared/data)")
@@ -93,18 +89,27 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute each layer in backward for every batch, on any device: least memory, "
                         "about a third more compute")
-    g.add_argument("--loss_type", choices=LOSS_TYPES + tuple(LOSS_ALIASES), default="cross_entropy",
-                   help="hard-label loss")
-    g.add_argument("--label_smoothing", type=float, default=0.1, help="smoothing for --loss_type label_smoothing")
-    g.add_argument("--focal_gamma", type=float, default=2.0, help="gamma of --loss_type focal")
-    g.add_argument("--focal_alpha", type=float, nargs="+", default=None,
-                   help="per-label weights of --loss_type focal, one per label in labels.txt order")
     g.add_argument("--adversarial", choices=ADVERSARIAL_METHODS, default=None,
                    help="adversarial training on the word embeddings")
     g.add_argument("--adv_epsilon", type=float, default=1.0, help="perturbation norm (FGM) / radius (PGD)")
     g.add_argument("--adv_alpha", type=float, default=0.3, help="PGD step size")
     g.add_argument("--adv_steps", type=int, default=3, help="PGD steps")
     g.add_argument("--find_unused_parameters", action="store_true", help="DDP find_unused_parameters")
+
+
+def add_label_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of tasks with a classifier over labels (Task.label_head): the labels, the head's dropout, the loss."""
+    g = parser.add_argument_group("labels and hard-label loss")
+    g.add_argument("--label_file", default=None,
+                   help="labels.txt: one label a line, in id order (required by classification, NER and NLI)")
+    g.add_argument("--dropout_rate", type=float, default=None,
+                   help="dropout before the task head (default: the model config's)")
+    g.add_argument("--loss_type", choices=LOSS_TYPES + tuple(LOSS_ALIASES), default="cross_entropy",
+                   help="hard-label loss")
+    g.add_argument("--label_smoothing", type=float, default=0.1, help="smoothing for --loss_type label_smoothing")
+    g.add_argument("--focal_gamma", type=float, default=2.0, help="gamma of --loss_type focal")
+    g.add_argument("--focal_alpha", type=float, nargs="+", default=None,
+                   help="per-label weights of --loss_type focal, one per label in labels.txt order")
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +134,8 @@ def build_parser(task_cls, description: str | None) -> argparse.ArgumentParser:
     add_model_args(parser)
     add_data_args(parser)
     add_training_args(parser)
+    if task_cls.label_head:  # shared flags only for the tasks that read them
+        add_label_args(parser)
     add_output_args(parser)
     task_cls.add_args(parser)
     return parser

@@ -15,18 +15,20 @@ from typing import Sequence
 from bertorch import cli
 from bertorch.distill import report
 from bertorch.distill.distiller import DISTILL_STATE_NAME
-from bertorch.tasks.distill import DistillTask
+from bertorch.tasks.distill import DISTILL_TASKS, DistillTask
 from bertorch.tasks.multitask import MultiTaskDistillTask
 
 
 def task_class(argv: Sequence[str] | None) -> type[DistillTask]:
-    """DistillTask, or MultiTaskDistillTask for --task multitask (or --task_spec without --task)."""
+    """The distillation of --task (classification by default: its parser refuses an unknown --task), or
+    MultiTaskDistillTask for --task multitask (or --task_spec without --task)."""
     peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     peek.add_argument("--task")
     peek.add_argument("--task_spec", nargs="*")
     known, _ = peek.parse_known_args(argv)
-    multi = known.task == "multitask" or (known.task is None and known.task_spec is not None)
-    return MultiTaskDistillTask if multi else DistillTask
+    if known.task == "multitask" or (known.task is None and known.task_spec is not None):
+        return MultiTaskDistillTask
+    return DISTILL_TASKS.get(known.task, DISTILL_TASKS["classification"])
 
 
 def finish(task: DistillTask, results: dict) -> dict:

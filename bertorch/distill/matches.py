@@ -12,6 +12,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from loguru import logger
+
 from bertorch.errors import UsageError
 from bertorch.losses.distillation import ATTENTION_LOSSES, FEATURE_LOSSES, WIDTH_FREE_LOSSES
 
@@ -141,6 +143,29 @@ def build_matches(names_or_json_paths: list[str], n_teacher: int, n_student: int
                    if m.proj is None and _needs_proj(m) else m for m in matches]
     matches = list(dict.fromkeys(matches))  # "tinybert hidden_mse" must not count hidden_mse twice
     validate_matches(matches, n_teacher, n_student)
+    return matches
+
+
+def matches_for_models(names_or_json_paths: list[str], teacher_config, student_config) -> list[Match]:
+    """`build_matches` for a teacher and a student (transformers configs), checked against both, with the layer
+    map and the matches logged; [] without names."""
+    if not names_or_json_paths:
+        return []
+    t, s = teacher_config, student_config
+    matches = build_matches(names_or_json_paths, t.num_hidden_layers, s.num_hidden_layers, t.hidden_size,
+                            s.hidden_size)
+    for i, m in enumerate(matches):
+        if m.proj and m.proj != (s.hidden_size, t.hidden_size):
+            raise UsageError(f"match #{i} {m}: declares a projection {m.proj[0]}->{m.proj[1]} but the student's "
+                             f"hidden size is {s.hidden_size} and the teacher's {t.hidden_size}")
+        if m.feature == "attention" and s.num_attention_heads != t.num_attention_heads:
+            raise UsageError(f"match #{i} {m}: attention matching needs as many heads in the student "
+                             f"({s.num_attention_heads}) as in the teacher ({t.num_attention_heads})")
+    n_t, n_s = t.num_hidden_layers, s.num_hidden_layers
+    if n_s <= n_t:
+        layer_map = " ".join(f"{a}<-{b}" for a, b in uniform_layer_map(n_t, n_s))
+        logger.info(f"generated layer map, teacher <- student hidden states ({n_t} -> {n_s} layers): {layer_map}")
+    logger.info("intermediate matches:\n" + describe_matches(matches))
     return matches
 
 

@@ -29,6 +29,7 @@ from bertorch.models.base import ModelError, TaskModel, check_model_path, load_c
 class Task:
     name = "task"
     required_flags: tuple[str, ...] = ()  # shared flags this task cannot do without (checked by the CLI)
+    label_head = True  # a classifier over labels: the CLI offers --label_file, --dropout_rate and --loss_type & co.
     metric_for_best = "accuracy"
     greater_is_better = True
 

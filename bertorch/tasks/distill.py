@@ -2,7 +2,8 @@
 metrics, predictions and the saved directory; this task swaps in a `Distiller` as the model.
 
 So the saved `--saved_dir` (and `best/`) is a plain student that run_*/Predictor/ONNX load like any other
-model of the inner task, and every shared flag (DDP, accumulation, AMP, resume, ...) works unchanged.
+model of the inner task, and every shared flag (DDP, accumulation, AMP, resume, ...) works unchanged. One
+class per inner task (`--task`: DISTILL_TASKS), so each offers its inner task's flags and no other's.
 """
 from __future__ import annotations
 
@@ -16,24 +17,22 @@ import torch
 from loguru import logger
 
 from bertorch.data.batching import TrainBatchSampler, collate_encodings
-from bertorch.data.readers import DataError, TextExample, iter_lines, read_classification
+from bertorch.data.readers import DataError, TextExample, read_classification, read_texts
 from bertorch.data.tagged import encode_documents
 from bertorch.distill.batches import grouped_sampler
 from bertorch.distill.distiller import (Distiller, KDConfig, StepClock, cache_teacher_logits, load_teacher,
                                        stack_cached_logits)
-from bertorch.distill.matches import PRESET_HELP, build_matches, describe_matches, uniform_layer_map
+from bertorch.distill.matches import PRESET_HELP, matches_for_models
 from bertorch.distill.report import display_parameters
 from bertorch.distill.student import LAYER_SELECTIONS, prepare_student
-from bertorch.errors import UsageError
+from bertorch.errors import ModelError, UsageError
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
 from bertorch.losses.distillation import KD_LOSSES, TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES
-from bertorch.models.base import ModelError
 from bertorch.tasks.base import Task
 from bertorch.tasks.classification import ClassificationTask, tokenize_examples
 from bertorch.tasks.ner import NerTask
 
-INNER_TASKS = {"classification": ClassificationTask, "sequence_labeling": NerTask}
-TEACHER_TASK = {"classification": "classification", "sequence_labeling": "ner"}  # as in bertorch.json
+KINDS = ("classification", "sequence_labeling")  # --task values of the single-task distillations
 
 
 def teacher_labels(teacher) -> list[str]:
@@ -41,38 +40,27 @@ def teacher_labels(teacher) -> list[str]:
     return [config.id2label[i] for i in range(config.num_labels)]
 
 
-def read_aux(path: str, is_text_pair: bool, limit: int | None) -> list[TextExample]:
-    """One text (or text_a\\ttext_b) a line; further columns, e.g. a label, are ignored."""
-    examples = []
-    for number, line in iter_lines(path):
-        fields = line.split("\t")
-        if is_text_pair and len(fields) < 2:
-            raise DataError(path, number, "expected text_a\\ttext_b (--is_text_pair)", line)
-        examples.append(TextExample(fields[0], fields[1] if is_text_pair else None, None, number))
-        if limit and len(examples) >= limit:
-            break
-    if not examples:
-        raise DataError(path, None, "no examples in file")
-    return examples
-
-
 class DistillTask(Task):
+    """What every distillation shares; a subclass per inner task says which one and what differs."""
+
     name = "distill"
+    kind = ""  # the --task value
+    inner_task: type[Task] = Task
+    teacher_task = ""  # the teachers' task, as their bertorch.json says
     required_flags = ("label_file",)
+    hard_label_losses = LOSS_TYPES + tuple(LOSS_ALIASES)
+    logits_mask: str | None = None  # batch key masking token-level logits for the KD loss
     student_what: str | None = None  # where the student comes from, for messages (set by a multi-task run)
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
-        # The inner tasks' own flags (--label_file, --is_text_pair, --tag, --use_crf, ...), defined once there.
-        handler, parser.conflict_handler = parser.conflict_handler, "resolve"
-        for inner in INNER_TASKS.values():
-            inner.add_args(parser)
-        parser.conflict_handler = handler
+        cls.add_inner_args(parser)
         # The student is --student_model; --pretrained_model_name_or_path is accepted as its alias.
         parser.set_defaults(pretrained_model_name_or_path=None)
         g = parser.add_argument_group("distillation")
-        g.add_argument("--task", choices=tuple(INNER_TASKS) + ("multitask",), default="classification",
-                       help="the teacher's task; multitask: several teachers of different tasks, see --task_spec")
+        g.add_argument("--task", choices=KINDS + ("multitask",), default=cls.kind or None,
+                       help="the teacher's task (each has its own flags: --task sequence_labeling --help); multitask: "
+                            "several teachers of different tasks, see --task_spec")
         g.add_argument("--teacher_model_dir", action="append", default=None,
                        help="a directory saved by run_classifier.py/run_ner.py; repeat for several teachers")
         g.add_argument("--task_spec", action="append", nargs="+", metavar="KEY=VALUE", default=None,
@@ -97,9 +85,9 @@ class DistillTask(Task):
                        help="build the student from the teacher (its --student_layers, or all layers) narrowed to "
                             "this hidden size: the largest residual dimensions, heads and FFN neurons are kept "
                             "(a multiple of the teacher's head size)")
-        g.add_argument("--hard_label_loss", choices=LOSS_TYPES + tuple(LOSS_ALIASES) + ("crf",), default=None,
-                       help="student's loss on gold labels (None: crf with --use_crf or a CRF teacher, else "
-                            "--loss_type)")
+        g.add_argument("--hard_label_loss", choices=cls.hard_label_losses, default=None,
+                       help="student's loss on gold labels (None: --loss_type" +
+                            (", or crf with --use_crf or a CRF teacher)" if "crf" in cls.hard_label_losses else ")"))
         g.add_argument("--hard_label_weight", type=float, default=1.0, help="weight of the hard-label loss")
         g.add_argument("--hard_label_weight_schedule", choices=tuple(WEIGHT_SCHEDULES), default="constant")
         g.add_argument("--kd_loss_type", choices=tuple(KD_LOSSES), default="ce", help="soft-label loss")
@@ -113,8 +101,16 @@ class DistillTask(Task):
         g.add_argument("--aux_data_file", default=None,
                        help="unlabelled texts, one a line: KD (and matches) only, no hard-label loss")
         g.add_argument("--max_aux_examples", type=int, default=None, help="read at most N lines of it")
-        g.add_argument("--allow_different_tokenizers", action="store_true",
-                       help="classification KD only: tokenise every text for the teacher and the student")
+        cls.add_kind_args(g)
+
+    @classmethod
+    def add_inner_args(cls, parser: argparse.ArgumentParser) -> None:
+        """The inner task's own flags (--is_text_pair; --tag, --use_crf, ...), defined once there."""
+        cls.inner_task.add_args(parser)
+
+    @classmethod
+    def add_kind_args(cls, group) -> None:
+        """Distillation flags only this kind of distillation reads."""
 
     @classmethod
     def check_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -127,54 +123,20 @@ class DistillTask(Task):
     # -- set-up ---------------------------------------------------------------------------------------
     def setup(self) -> None:
         a = self.args
-        if a.task == "multitask" or a.task_spec:
-            raise UsageError("--task multitask and --task_spec are run by MultiTaskDistillTask (bertorch/tasks/multitask.py)")
-        if not a.teacher_model_dir:
-            raise UsageError("the following arguments are required: --teacher_model_dir")
-        if (a.hard_label_loss == "crf" or a.use_crf) and a.task != "sequence_labeling":
-            raise UsageError("--hard_label_loss crf needs --task sequence_labeling")
-        if a.temperature <= 0:
-            raise UsageError(f"--temperature must be positive, got {a.temperature}")
-        if a.teacher_cached and a.matches:
-            raise UsageError("--teacher_cached keeps teacher logits only; intermediate --matches need the teacher's "
-                             "hidden states at every step: drop one of them")
-        if a.matches and len(a.teacher_model_dir) > 1:
-            raise UsageError("intermediate --matches need a single --teacher_model_dir (several teachers are "
-                             "combined through their soft labels only)")
+        self.check_flags()
         self.teachers, infos = zip(*(load_teacher(d) for d in a.teacher_model_dir))
         for d, info in zip(a.teacher_model_dir, infos):
-            if info["task"] != TEACHER_TASK[a.task]:
-                raise ModelError(f"--teacher_model_dir {d} holds a {info['task']!r} model, not one for --task {a.task}")
-        # A CRF teacher gives a CRF student unless --hard_label_loss names another loss (as multi-task does).
-        crf_teacher = a.task == "sequence_labeling" and bool(infos[0].get("use_crf"))
-        self.hard_loss = a.hard_label_loss or ("crf" if a.use_crf or crf_teacher else a.loss_type)
-        if crf_teacher and a.hard_label_loss is None:
-            logger.info("the teacher has a CRF, so the student gets one (--hard_label_loss crf); "
-                        "--hard_label_loss cross_entropy trains a Linear head instead")
-        workdir = tempfile.mkdtemp(prefix="bertorch-student-")
-        try:
-            student_dir, what = prepare_student(a.student_model or a.pretrained_model_name_or_path, a.student_layers,
-                                                a.student_layer_selection, a.teacher_model_dir[0], workdir, a.seed,
-                                                a.student_hidden_size)
-            self.student_what = self.student_what or what
-            logger.info(f"student: {self.student_what}")
-            crf = self.hard_loss == "crf"
-            label_file = a.label_file or self.write_teacher_labels(workdir)
-            inner_args = argparse.Namespace(**{**vars(a), "pretrained_model_name_or_path": student_dir, "use_crf": crf,
-                                               "loss_type": "cross_entropy" if crf else self.hard_loss,
-                                               "label_file": label_file})
-            self.inner = INNER_TASKS[a.task](inner_args, self.env)
-            self.inner.setup()
-            if crf and not a.init_from_ckpt:  # a CRF copied with the teacher's layers
-                self.inner.model.load_weights(student_dir, strict=False)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        self.name, self.metric_for_best = f"distill {a.task}", self.inner.metric_for_best
+            if info["task"] != self.teacher_task:
+                raise ModelError(f"--teacher_model_dir {d} holds a {info['task']!r} model, "
+                                 f"not one for --task {self.kind}")
+        self.hard_loss = self.student_loss(infos[0])
+        self.inner = self.build_inner()
+        self.name, self.metric_for_best = f"distill {self.kind}", self.inner.metric_for_best
         self.greater_is_better = self.inner.greater_is_better
         self.tokenizer, student = self.inner.tokenizer, self.inner.model
         self.check_labels()
         self.teacher_tokenizer = self.check_tokenizers()
-        matches = self.build_matches(student) if a.matches else []
+        matches = matches_for_models(a.matches, self.teachers[0].backbone.config, student.backbone.config)
         if any(m.feature == "attention" for m in matches):  # sdpa kernels return no attention probabilities
             for model in (student, self.teachers[0]):
                 model.backbone.set_attn_implementation("eager")
@@ -187,8 +149,7 @@ class DistillTask(Task):
         clock = StepClock.for_run(len(self.train_sampler()), a.gradient_accumulation_steps, a.epochs, a.max_steps)
         config = KDConfig(a.kd_loss_type, a.temperature, a.temperature_schedule, a.kd_loss_weight,
                           a.kd_loss_weight_schedule, a.hard_label_weight, a.hard_label_weight_schedule,
-                          tuple(a.teacher_weights) if a.teacher_weights else None,
-                          "char_mask" if a.task == "sequence_labeling" else None)
+                          tuple(a.teacher_weights) if a.teacher_weights else None, self.logits_mask)
         self.model = Distiller(student, list(self.teachers), matches, config, clock)
         if a.teacher_cached:
             cache_teacher_logits(self.model.to(self.env.device), self.train_features, self.collate,
@@ -197,6 +158,49 @@ class DistillTask(Task):
         for d, teacher in zip(a.teacher_model_dir, self.teachers):
             logger.info(f"teacher {d} parameters:\n{display_parameters(teacher)}")
         logger.info(f"student parameters:\n{display_parameters(student)}")
+
+    def check_flags(self) -> None:
+        """Flag combinations that cannot work, refused before any model is loaded."""
+        a = self.args
+        if a.task_spec:
+            raise UsageError("--task_spec is multi-task distillation: give --task multitask, or no --task")
+        if not a.teacher_model_dir:
+            raise UsageError("the following arguments are required: --teacher_model_dir")
+        if a.temperature <= 0:
+            raise UsageError(f"--temperature must be positive, got {a.temperature}")
+        if a.teacher_cached and a.matches:
+            raise UsageError("--teacher_cached keeps teacher logits only; intermediate --matches need the teacher's "
+                             "hidden states at every step: drop one of them")
+        if a.matches and len(a.teacher_model_dir) > 1:
+            raise UsageError("intermediate --matches need a single --teacher_model_dir (several teachers are "
+                             "combined through their soft labels only)")
+
+    def student_loss(self, teacher_info: dict) -> str:
+        """The student's hard-label loss: --hard_label_loss, else --loss_type."""
+        return self.args.hard_label_loss or self.args.loss_type
+
+    def build_inner(self) -> Task:
+        """The inner task on the student (built from the flags in a temporary directory), set up."""
+        a = self.args
+        workdir = tempfile.mkdtemp(prefix="bertorch-student-")
+        try:
+            student_dir, what = prepare_student(a.student_model or a.pretrained_model_name_or_path, a.student_layers,
+                                                a.student_layer_selection, a.teacher_model_dir[0], workdir, a.seed,
+                                                a.student_hidden_size)
+            self.student_what = self.student_what or what
+            logger.info(f"student: {self.student_what}")
+            crf = self.hard_loss == "crf"
+            label_file = a.label_file or self.write_teacher_labels(workdir)
+            inner_args = argparse.Namespace(**{**vars(a), "pretrained_model_name_or_path": student_dir, "use_crf": crf,
+                                               "loss_type": "cross_entropy" if crf else self.hard_loss,
+                                               "label_file": label_file})
+            inner = self.inner_task(inner_args, self.env)
+            inner.setup()
+            if crf and not a.init_from_ckpt:  # a CRF copied with the teacher's layers
+                inner.model.load_weights(student_dir, strict=False)
+            return inner
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def write_teacher_labels(self, workdir: str) -> str:
         """No label file given (multi-task): the first teacher's id2label, as a labels.txt for the inner task."""
@@ -226,8 +230,7 @@ class DistillTask(Task):
             raise ModelError("the --teacher_model_dir models have different vocabularies; teachers must share one")
         if vocabs[0].get_vocab() == self.tokenizer.get_vocab():
             return None
-        why = ("sequence labelling" if a.task == "sequence_labeling" else "intermediate --matches" if a.matches
-               else None)
+        why = self.aligned_tokens_needed()
         sizes = (f"student: {self.student_what}, {len(self.tokenizer)} tokens; teacher {a.teacher_model_dir[0]}: "
                  f"{len(vocabs[0])} tokens")
         if why:
@@ -240,54 +243,24 @@ class DistillTask(Task):
         logger.warning(f"different tokenizers ({sizes}): every text is tokenised for the teacher and the student")
         return vocabs[0]
 
-    def build_matches(self, student):
-        t_config, s_config = self.teachers[0].backbone.config, student.backbone.config
-        matches = build_matches(self.args.matches, t_config.num_hidden_layers, s_config.num_hidden_layers,
-                                t_config.hidden_size, s_config.hidden_size)
-        for i, m in enumerate(matches):
-            if m.proj and m.proj != (s_config.hidden_size, t_config.hidden_size):
-                raise UsageError(f"match #{i} {m}: declares a projection {m.proj[0]}->{m.proj[1]} but the student's "
-                                 f"hidden size is {s_config.hidden_size} and the teacher's {t_config.hidden_size}")
-            if m.feature == "attention" and s_config.num_attention_heads != t_config.num_attention_heads:
-                raise UsageError(f"match #{i} {m}: attention matching needs as many heads in the student "
-                                 f"({s_config.num_attention_heads}) as in the teacher ({t_config.num_attention_heads})")
-        n_t, n_s = t_config.num_hidden_layers, s_config.num_hidden_layers
-        if n_s <= n_t:
-            layer_map = " ".join(f"{t}<-{s}" for t, s in uniform_layer_map(n_t, n_s))
-            logger.info(f"generated layer map, teacher <- student hidden states ({n_t} -> {n_s} layers): {layer_map}")
-        logger.info("intermediate matches:\n" + describe_matches(matches))
-        return matches
+    def aligned_tokens_needed(self) -> str | None:
+        """Why student and teacher must share a tokenizer, if they must."""
+        return "intermediate --matches" if self.args.matches else None
 
     # -- extra training data -------------------------------------------------------------------------
-    def add_teacher_inputs(self) -> None:
-        """Classification with different tokenizers: the teacher's own tokenisation of every text."""
-        a = self.args
-
-        def examples(path: str) -> list[TextExample]:
-            return read_classification(self.data_path(path), self.inner.labels, a.is_text_pair)
-
-        self.attach_teacher_inputs(self.train_features, examples(a.train_data_file))
-        if a.dev_data_file:
-            self.teacher_eval_features, _ = tokenize_examples(self.teacher_tokenizer, examples(a.dev_data_file),
-                                                              a.max_seq_length)
-
-    def attach_teacher_inputs(self, features: list[dict], examples: list[TextExample]) -> None:
-        encoded, _ = tokenize_examples(self.teacher_tokenizer, examples, self.args.max_seq_length)
-        for feature, enc in zip(features, encoded):
-            feature.update({f"teacher_{k}": v for k, v in enc.items()})
-
     def aux_features(self) -> list[dict]:
         a = self.args
-        examples = read_aux(self.data_path(a.aux_data_file), a.is_text_pair, a.max_aux_examples)
-        if a.task == "sequence_labeling":
-            features = encode_documents(self.tokenizer, [list(e.text_a) for e in examples], a.max_seq_length,
-                                        a.doc_stride)
-        else:
-            features, _ = tokenize_examples(self.tokenizer, examples, a.max_seq_length)
-            if self.teacher_tokenizer is not None:
-                self.attach_teacher_inputs(features, examples)
+        examples = read_texts(self.data_path(a.aux_data_file), self.aux_text_pairs(), a.max_aux_examples,
+                              "(--is_text_pair)")
+        features = self.encode_aux(examples)
         logger.info(f"{len(examples)} unlabelled examples from {a.aux_data_file} ({len(features)} features): KD only")
         return [{**f, "aux": True} for f in features]
+
+    def aux_text_pairs(self) -> bool:
+        return False
+
+    def encode_aux(self, examples: list[TextExample]) -> list[dict]:
+        raise NotImplementedError
 
     # -- batches, metrics, saving: the inner task's ----------------------------------------------------
     def train_sampler(self) -> TrainBatchSampler:
@@ -334,3 +307,63 @@ class DistillTask(Task):
 
     def save(self, model, directory: str) -> None:
         self.inner.save(model, directory)  # calls Distiller.save_pretrained: the student + distill_state
+
+
+class ClassificationDistillTask(DistillTask):
+    kind, inner_task, teacher_task = "classification", ClassificationTask, "classification"
+
+    @classmethod
+    def add_kind_args(cls, group) -> None:
+        group.add_argument("--allow_different_tokenizers", action="store_true",
+                           help="tokenise every text for the teacher and the student (vocabularies differ)")
+
+    def add_teacher_inputs(self) -> None:
+        """A teacher with another tokenizer (classification only) gets its own tokenisation of every text."""
+        a = self.args
+
+        def examples(path: str) -> list[TextExample]:
+            return read_classification(self.data_path(path), self.inner.labels, a.is_text_pair)
+
+        self.attach_teacher_inputs(self.train_features, examples(a.train_data_file))
+        if a.dev_data_file:
+            self.teacher_eval_features, _ = tokenize_examples(self.teacher_tokenizer, examples(a.dev_data_file),
+                                                              a.max_seq_length)
+
+    def attach_teacher_inputs(self, features: list[dict], examples: list[TextExample]) -> None:
+        encoded, _ = tokenize_examples(self.teacher_tokenizer, examples, self.args.max_seq_length)
+        for feature, enc in zip(features, encoded):
+            feature.update({f"teacher_{k}": v for k, v in enc.items()})
+
+    def aux_text_pairs(self) -> bool:
+        return self.args.is_text_pair
+
+    def encode_aux(self, examples: list[TextExample]) -> list[dict]:
+        features, _ = tokenize_examples(self.tokenizer, examples, self.args.max_seq_length)
+        if self.teacher_tokenizer is not None:
+            self.attach_teacher_inputs(features, examples)
+        return features
+
+
+class NerDistillTask(DistillTask):
+    kind, inner_task, teacher_task = "sequence_labeling", NerTask, "ner"
+    hard_label_losses = DistillTask.hard_label_losses + ("crf",)
+    logits_mask = "char_mask"
+
+    def student_loss(self, teacher_info: dict) -> str:
+        """A CRF teacher gives a CRF student unless --hard_label_loss names another loss (as multi-task does)."""
+        a = self.args
+        crf_teacher = bool(teacher_info.get("use_crf"))
+        if crf_teacher and a.hard_label_loss is None:
+            logger.info("the teacher has a CRF, so the student gets one (--hard_label_loss crf); "
+                        "--hard_label_loss cross_entropy trains a Linear head instead")
+        return a.hard_label_loss or ("crf" if a.use_crf or crf_teacher else a.loss_type)
+
+    def aligned_tokens_needed(self) -> str | None:
+        return "sequence labelling"
+
+    def encode_aux(self, examples: list[TextExample]) -> list[dict]:
+        a = self.args
+        return encode_documents(self.tokenizer, [list(e.text_a) for e in examples], a.max_seq_length, a.doc_stride)
+
+
+DISTILL_TASKS = {cls.kind: cls for cls in (ClassificationDistillTask, NerDistillTask)}

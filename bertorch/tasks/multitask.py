@@ -40,7 +40,8 @@ from bertorch.distill.multihead import ROWS, SEP, MultiTaskDistiller, split_batc
 from bertorch.distill.student import copy_teacher_layers, prepare_student
 from bertorch.errors import ModelError, UsageError
 from bertorch.model_dir import read_task_info, write_multitask_manifest
-from bertorch.tasks.distill import TEACHER_TASK, DistillTask
+from bertorch.tasks.distill import DISTILL_TASKS, ClassificationDistillTask, DistillTask, NerDistillTask
+from bertorch.tasks.ner import NerTask
 
 MEAN_METRIC = "mean_score"
 PER_TASK = "per task (--task_spec)"  # --train_data_file under --task multitask
@@ -49,7 +50,7 @@ KEYS = {"name": "name", "teacher": "teachers", "teacher_model_dir": "teachers", 
         "aux": "aux", "aux_data_file": "aux"}
 RESERVED = ("best", "runs")  # other entries of --saved_dir
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_KIND = {v: k for k, v in TEACHER_TASK.items()}  # bertorch.json task -> --task
+BY_TEACHER = {cls.teacher_task: cls for cls in DISTILL_TASKS.values()}  # bertorch.json task -> its distillation
 
 
 @dataclass
@@ -131,7 +132,9 @@ def about_task(name: str):
 
 class MultiTaskDistillTask(DistillTask):
     name = "distill multitask"
+    kind = "multitask"
     required_flags = ()
+    hard_label_losses = NerDistillTask.hard_label_losses
     metric_for_best = MEAN_METRIC
     greater_is_better = True
 
@@ -140,6 +143,15 @@ class MultiTaskDistillTask(DistillTask):
         super().add_args(parser)
         # Each task's data come from --task_spec; the shared CLI, which wants a training file, sees this.
         parser.set_defaults(train_data_file=PER_TASK)
+
+    @classmethod
+    def add_inner_args(cls, parser: argparse.ArgumentParser) -> None:
+        """The taggers' flags; their tag schemes and the classifiers' --is_text_pair come from each teacher."""
+        NerTask.add_tagger_args(parser.add_argument_group("sequence labelling tasks"))
+
+    @classmethod
+    def add_kind_args(cls, group) -> None:
+        ClassificationDistillTask.add_kind_args(group)
 
     def setup(self) -> None:
         a = self.args
@@ -155,7 +167,7 @@ class MultiTaskDistillTask(DistillTask):
             student_dirs, what = self.prepare_students(specs, workdir)
             self.parts: dict[str, DistillTask] = {}
             for spec, info, student_dir in zip(specs, infos, student_dirs):
-                part = DistillTask(self.part_args(spec, info, student_dir), self.env)
+                part = BY_TEACHER[info["task"]](self.part_args(spec, info, student_dir), self.env)
                 part.student_what = what
                 with about_task(spec.name):
                     part.setup()
@@ -190,7 +202,7 @@ class MultiTaskDistillTask(DistillTask):
             if not os.path.isdir(spec.teachers[0]):
                 raise ModelError(f"teacher {spec.teachers[0]}: no such directory")
             info = read_task_info(spec.teachers[0])
-            if info["task"] not in _KIND:
+            if info["task"] not in BY_TEACHER:
                 raise ModelError(f"teacher {spec.teachers[0]} holds a {info['task']!r} model; multi-task "
                                  f"distillation takes classifiers (run_classifier.py) and taggers (run_ner.py)")
         return info
@@ -225,10 +237,10 @@ class MultiTaskDistillTask(DistillTask):
         if ckpt and os.path.isdir(os.path.join(ckpt, spec.name)):  # a multi-task directory: this task's part
             ckpt = os.path.join(ckpt, spec.name)
         return argparse.Namespace(**{
-            **vars(a), "task": _KIND[info["task"]], "task_spec": None, "teacher_model_dir": spec.teachers,
+            **vars(a), "task": BY_TEACHER[info["task"]].kind, "task_spec": None, "teacher_model_dir": spec.teachers,
             "train_data_file": spec.train, "dev_data_file": spec.dev, "label_file": spec.labels,
             "aux_data_file": spec.aux or a.aux_data_file, "is_text_pair": bool(info.get("is_text_pair")),
-            "tag": info.get("tag") if ner else a.tag, "use_crf": crf,
+            "tag": info.get("tag"), "use_crf": crf,
             "hard_label_loss": "crf" if crf else None if a.hard_label_loss == "crf" else a.hard_label_loss,
             "student_model": student_dir, "student_layers": None, "init_from_ckpt": ckpt,
             "saved_dir": os.path.join(a.saved_dir, spec.name)})

@@ -34,6 +34,11 @@ class NerTask(Task):
         g = parser.add_argument_group("sequence labelling")
         g.add_argument("--tag", choices=SCHEMES, default=None,
                        help="tag scheme labels.txt must follow (None: detected from labels.txt)")
+        cls.add_tagger_args(g)
+
+    @classmethod
+    def add_tagger_args(cls, g) -> None:
+        """The tagger's flags besides --tag (multi-task distillation reads each task's scheme from its teacher)."""
         g.add_argument("--use_crf", action="store_true", help="a CRF over the per-character scores")
         g.add_argument("--crf_learning_rate", type=float, default=None,
                        help="learning rate of the CRF (None: 10x --learning_rate)")

@@ -134,6 +134,7 @@ class SentenceTask(Task):
 class ContrastiveTask(SentenceTask):
     """In-batch negatives (SimCSE, batchneg): subclasses say how to read the training file."""
 
+    label_head = False  # no labels, no classifier: --label_file, --dropout_rate, --loss_type are not offered
     symmetric = False  # batchneg --mean_loss: average the a->b and b->a losses
 
     @classmethod
