@@ -9,7 +9,7 @@ from loguru import logger
 from bertorch.data.readers import TextExample, read_classification, read_labels
 from bertorch.metrics import classification_metrics
 from bertorch.models.classifier import SequenceClassifier
-from bertorch.tasks.base import Task
+from bertorch.tasks.base import Task, accuracy_stats
 
 
 TOKENIZE_CHUNK = 4096  # texts per tokenizer call: bounds the tokenizer's transient memory on big files
@@ -34,10 +34,12 @@ def tokenize_examples(tokenizer, examples: list[TextExample], max_length: int) -
             features.append(feature)
             if len(ids) == max_length:
                 at_limit.append(i)
-        # Only examples that hit the limit can have been cut: re-tokenise just those to count them.
+        # Only examples that hit the limit can have been cut: re-tokenise just those to count them. verbose=False:
+        # untruncated on purpose, so transformers' "Token indices sequence length is longer than the specified
+        # maximum" warning would be wrong (the texts are cut to max_length above, and the count is logged).
         if at_limit:
             full = tokenizer([texts_a[i] for i in at_limit], [texts_b[i] for i in at_limit] if texts_b else None,
-                             return_attention_mask=False, return_token_type_ids=False)
+                             return_attention_mask=False, return_token_type_ids=False, verbose=False)
             truncated += sum(len(ids) > max_length for ids in full["input_ids"])
     return features, truncated
 
@@ -82,8 +84,7 @@ class ClassificationTask(Task):
         return {**super().task_info(), "is_text_pair": self.args.is_text_pair}
 
     def train_stats(self, batch, output):
-        correct = (output.logits.argmax(-1) == batch["labels"]).sum()
-        return {"accuracy": (correct, batch["labels"].numel())}
+        return accuracy_stats(output.logits, batch["labels"])
 
     def predict(self, model, batch, output) -> list[int]:
         return output.logits.argmax(-1).tolist()
