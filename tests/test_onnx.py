@@ -369,3 +369,18 @@ def test_gemm_share_times_every_weight_product_of_both_backends(kind, exported, 
     assert json.load(open(tmp_path / "g.json")) == rows
     with pytest.raises(SystemExit, match="takes a classifier"):
         gemm_share.main(["--model_dir", exported["ner_linear"][0], "--dev_file", str(dev)])
+
+
+def test_a_relative_dev_file_is_looked_up_like_the_scripts_and_a_missing_one_writes_nothing(trained_classifier,
+                                                                                          tmp_path, monkeypatch):
+    """--dev_file chnsenticorp/dev.tsv is found in the data roots (data/ here); a missing one is one error line
+    before anything is exported (no model.onnx without its onnx_export.json)."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "missing"
+    with pytest.raises(SystemExit, match=r"^error: no/such/dev\.tsv: file not found \(looked in"):
+        export_onnx.main(["--model_dir", trained_classifier, "--output", str(out), "--dev_file", "no/such/dev.tsv"])
+    assert not out.exists()
+    assert export_onnx.main(["--model_dir", trained_classifier, "--output", str(tmp_path / "found"),
+                             "--dev_file", "chnsenticorp/dev.tsv"]) == 0
+    report = json.load(open(tmp_path / "found" / "onnx_export.json", encoding="utf-8"))
+    assert report["parity"]["ok"]

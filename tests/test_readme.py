@@ -1,5 +1,6 @@
 """The README's examples on a fresh clone: every relative data path in its commands is found in the data the
 repository ships, with no ../shared/data beside the checkout and from any working directory."""
+import json
 import os
 import re
 import shlex
@@ -107,3 +108,14 @@ def test_the_readme_python_examples_run_as_written(tiny_bert, tmp_path, monkeypa
     scope = {}
     exec(compile(predict, "README", "exec"), scope)
     assert set(scope["predictor"].predict(["房间很干净，服务周到", "屏幕有坏点"])) <= {"positive", "negative"}
+    # The ONNX section: its export command (dev file found in the shipped data/), then its Predictor block.
+    import export_onnx
+
+    (export,) = [words for words in commands() if words[:2] == ["python", "export_onnx.py"]]
+    assert export_onnx.main(export[2:]) == 0
+    report = json.load(open("outputs/quickstart-onnx/onnx_export.json", encoding="utf-8"))
+    assert report["parity"]["ok"] and "int8" in report and report["int8"]["fp32_metrics"]
+    scope = {}
+    exec(compile(next(b for b in python_blocks() if 'backend="onnx"' in b), "README", "exec"), scope)
+    torch_labels = scope["Predictor"].from_pretrained("outputs/quickstart/best").predict(["房间很干净，服务周到"])
+    assert scope["onnx"].predict(["房间很干净，服务周到"]) == torch_labels

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from loguru import logger
 
+from bertorch.data.readers import DataError, resolve_path
 from bertorch.model_dir import read_task_info
 from bertorch.models.pooling import POOLING_MODES
 from bertorch.onnx.export import EXPORT_INFO, export_model
@@ -36,9 +37,11 @@ def run(argv: Sequence[str] | None = None, description: str | None = None) -> in
     """0 when the graph agrees with PyTorch; SystemExit(1) (after printing why) otherwise."""
     args = build_parser(description).parse_args(argv)
     try:
+        if args.dev_file:  # looked up as the scripts look up data paths, before anything is written
+            args.dev_file = resolve_path(args.dev_file)
         require_onnxruntime()
         report = export_and_verify(args)
-    except OnnxError as e:
+    except (OnnxError, DataError) as e:
         raise SystemExit(f"error: {e}") from None
     out_dir = os.path.dirname(os.path.abspath(report["onnx"]))
     with open(os.path.join(out_dir, EXPORT_INFO), "w", encoding="utf-8") as f:
