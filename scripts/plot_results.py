@@ -1,8 +1,11 @@
 """results/summary.png: the figures a reader would rather see than read, drawn from the result files.
 
 Left: training throughput by padding strategy (bench/train_throughput.py). Right: inference speed of
-PyTorch / ONNX fp32 / ONNX int8 relative to PyTorch at batch 1 and 32 (scripts/onnx.sh).
+PyTorch / ONNX fp32 / ONNX int8 relative to PyTorch at batch 1 and 32 (scripts/onnx.sh). The PNG records
+the sha256 of each file it was drawn from (text key "Source"), so a test can tell a stale figure from the
+tables beside it.
 """
+import hashlib
 import json
 import os
 
@@ -12,11 +15,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+SOURCES = ("train_throughput.json", "onnx.json")  # what the figure is drawn from, in results/
+
+
+def source_digests(results: str = RESULTS) -> str:
+    """{file: sha256} of the SOURCES present, as the JSON text the PNG carries."""
+    present = [name for name in SOURCES if os.path.exists(os.path.join(results, name))]
+    return json.dumps({name: hashlib.sha256(open(os.path.join(results, name), "rb").read()).hexdigest()
+                       for name in present}, sort_keys=True)
 
 
 def main() -> str:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    train = os.path.join(RESULTS, "train_throughput.json")
+    train = os.path.join(RESULTS, SOURCES[0])
     if os.path.exists(train):  # per case, both paddings measured side by side in one run
         cases = json.load(open(train))
         labels = {"classification": "classification", "ner_linear": "NER Linear", "ner_crf": "NER CRF",
@@ -33,7 +44,7 @@ def main() -> str:
         left.set(ylabel="training examples/s", title="Training, random 4x312 BERT, batch 32, 2 CPU cores")
         left.set_ylim(0, 1.35 * max(cases[c][m]["samples/s"] for c in names for m in ("ours", "longest")))
         left.legend(fontsize=8, loc="upper left")  # in the headroom above the bars
-    onnx = os.path.join(RESULTS, "onnx.json")
+    onnx = os.path.join(RESULTS, SOURCES[1])
     if os.path.exists(onnx):
         rows = json.load(open(onnx))["rows"]
         for batch, offset in ((1, -0.2), (32, 0.2)):
@@ -45,7 +56,7 @@ def main() -> str:
         right.legend()
     fig.tight_layout()
     out = os.path.join(RESULTS, "summary.png")
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=100, metadata={"Source": source_digests()})
     return out
 
 

@@ -1,0 +1,71 @@
+"""The README's results section, its tables and results/summary.png come from the same result files: the
+section is what scripts/update_readme.py builds from results/*.md, each table is scripts/results.py's rendering
+of its results/*.json, and the figure carries the sha256 of the JSON files it was drawn from."""
+import importlib.util
+import json
+import os
+import shutil
+import struct
+
+import pytest
+
+from conftest import ROOT
+
+RESULTS = os.path.join(ROOT, "results")
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def png_text(path: str) -> dict[str, str]:
+    """The tEXt chunks of a PNG (key -> value)."""
+    data, out, pos = open(path, "rb").read(), {}, 8
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        if kind == b"tEXt":
+            key, _, value = data[pos + 8:pos + 8 + length].partition(b"\0")
+            out[key.decode("latin-1")] = value.decode("latin-1")
+        pos += 12 + length
+    return out
+
+
+def test_the_readme_results_section_is_built_from_the_result_tables():
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = text.split("<!-- results:start -->\n", 1)[1].split("<!-- results:end -->", 1)[0]
+    assert section == script("update_readme").build_section()
+
+
+@pytest.mark.parametrize("name", script("update_readme").ORDER)
+def test_each_table_is_the_rendering_of_its_json(name, tmp_path, monkeypatch):
+    if not os.path.exists(os.path.join(RESULTS, f"{name}.json")):
+        pytest.skip(f"results/{name}.json has not been produced")
+    results = script("results")
+    shutil.copy(os.path.join(RESULTS, f"{name}.json"), tmp_path)
+    monkeypatch.setattr(results, "RESULTS_DIR", str(tmp_path))
+    rendered = results.render(type("Args", (), {"name": name}))
+    assert rendered == open(os.path.join(RESULTS, f"{name}.md"), encoding="utf-8").read()
+
+
+def test_the_figure_was_drawn_from_the_current_result_files():
+    plot = script("plot_results")
+    recorded = png_text(os.path.join(RESULTS, "summary.png")).get("Source")
+    assert recorded, "results/summary.png does not say what it was drawn from: run scripts/plot_results.py"
+    assert set(json.loads(recorded)) == set(plot.SOURCES)  # both panels drawn
+    assert recorded == plot.source_digests(), ("results/summary.png was drawn from other result files than the "
+                                               "tables: run scripts/plot_results.py")
+
+
+def test_a_changed_result_file_makes_the_figure_stale(tmp_path):
+    plot = script("plot_results")
+    for name in plot.SOURCES:
+        shutil.copy(os.path.join(RESULTS, name), tmp_path)
+    assert plot.source_digests(str(tmp_path)) == plot.source_digests()
+    rows = json.load(open(tmp_path / "onnx.json", encoding="utf-8"))
+    rows["rows"][2]["x torch"] += 0.01
+    (tmp_path / "onnx.json").write_text(json.dumps(rows), encoding="utf-8")
+    assert plot.source_digests(str(tmp_path)) != plot.source_digests()
