@@ -1,4 +1,5 @@
-"""CRF head: Viterbi and likelihood against brute force, fp32 under autocast, compaction, save/load."""
+"""CRF head: Viterbi and likelihood against brute force, fp32 under autocast, compaction, reading saved
+transitions."""
 from __future__ import annotations
 
 import itertools
@@ -6,10 +7,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file as load_numpy
+from safetensors.torch import save_file
 
-from bertorch.models.crf import (CRF_WEIGHTS_NAME, CRFHead, gather_char_positions, load_crf, save_crf,
-                                 viterbi_decode_batch_numpy, viterbi_decode_numpy)
+from bertorch.errors import ModelError
+from bertorch.model_dir import CRF_WEIGHTS_NAME, HEAD_WEIGHTS_NAME
+from bertorch.models.crf import CRFHead, gather_char_positions, viterbi_decode_numpy
+from bertorch.models.tagger import load_crf_arrays
 
 
 def random_head(num_tags, seed):
@@ -52,8 +55,7 @@ def test_viterbi_and_nll_match_brute_force_with_varying_lengths(num_tags, seed):
     truth = [brute_force(em[b, :n], start, end, trans) for b, n in enumerate(lengths)]
     expected_paths = [path for path, _ in truth]
 
-    assert head.decode(emissions, mask) == expected_paths
-    assert viterbi_decode_batch_numpy(em, mask.numpy(), start, end, trans) == expected_paths
+    assert head.crf.decode(emissions, mask=mask) == expected_paths  # pytorch-crf's own Viterbi, the reference
     for b, n in enumerate(lengths):
         assert viterbi_decode_numpy(em[b, :n], start, end, trans) == expected_paths[b]
 
@@ -81,7 +83,7 @@ def test_mask_with_holes_or_empty_first_position_is_rejected():
     with pytest.raises(ValueError, match="holes"):
         head.nll(emissions, torch.tensor([[0, -100, 1, 2]]), torch.ones(1, 4))
     with pytest.raises(ValueError, match="position 0"):
-        head.decode(emissions, torch.tensor([[0, 1, 1, 1]]))
+        head.nll(emissions, torch.tensor([[0, 1, 2, 0]]), torch.tensor([[0, 1, 1, 1]]))
 
 
 def test_crf_runs_in_fp32_under_bf16_autocast_and_gradients_flow():
@@ -94,9 +96,7 @@ def test_crf_runs_in_fp32_under_bf16_autocast_and_gradients_flow():
         emissions = encoder(hidden)
         assert emissions.dtype == torch.bfloat16
         loss = head.nll(emissions, tags, mask)
-        paths = head.decode(emissions, mask)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
-    assert [len(p) for p in paths] == [6, 4]
     loss.backward()
     for p in [*encoder.parameters(), *head.parameters()]:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
@@ -122,24 +122,19 @@ def test_gather_char_positions_keeps_gradients():
     assert hidden.grad[0, :, 0].tolist() == [0, 1, 0, 1, 0]
 
 
-def test_save_load_roundtrip_and_numpy_decode_from_file(tmp_path):
+def test_transitions_saved_on_their_own_decode_in_numpy_like_pytorch_crf(tmp_path):
+    """crf.safetensors (pytorch-crf's parameter names) is read with numpy only, as the ONNX predictor does."""
     head = random_head(4, 3)
-    file = save_crf(head, str(tmp_path))
-    assert file.endswith(CRF_WEIGHTS_NAME)
-    loaded = load_crf(str(tmp_path), num_tags=4)
-    for name, value in head.crf.state_dict().items():
-        assert torch.equal(loaded.crf.state_dict()[name], value)
-
-    arrays = load_numpy(file)  # what the ONNX predictor does, no torch involved
+    save_file({k: v.contiguous() for k, v in head.crf.state_dict().items()}, str(tmp_path / CRF_WEIGHTS_NAME))
+    start, end, trans = load_crf_arrays(str(tmp_path))
     emissions = torch.randn(3, 5, 4)
     mask = torch.tensor([[1] * 5, [1] * 2 + [0] * 3, [1] * 4 + [0]], dtype=torch.bool)
-    expected = head.decode(emissions, mask)
-    got = viterbi_decode_batch_numpy(emissions.numpy(), mask.numpy(), arrays["start_transitions"],
-                                     arrays["end_transitions"], arrays["transitions"])
+    expected = head.crf.decode(emissions, mask=mask)
+    got = [viterbi_decode_numpy(emissions[b, :n].numpy(), start, end, trans) for b, n in enumerate(mask.sum(1).tolist())]
     assert got == expected
 
 
-def test_load_with_wrong_num_tags_fails(tmp_path):
-    save_crf(random_head(4, 0), str(tmp_path))
-    with pytest.raises(RuntimeError, match="size mismatch"):
-        load_crf(str(tmp_path), num_tags=5)
+def test_a_directory_without_crf_transitions_is_a_clear_error(tmp_path):
+    save_file({"classifier.weight": torch.zeros(2, 2)}, str(tmp_path / HEAD_WEIGHTS_NAME))
+    with pytest.raises(ModelError, match="no CRF transitions found"):
+        load_crf_arrays(str(tmp_path))

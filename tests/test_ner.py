@@ -96,7 +96,7 @@ def reference_tags(model_dir: str, texts: list[str], use_crf: bool) -> list[list
     with torch.no_grad():
         out = model(**batch)
     if use_crf:
-        ids = model.crf.decode(out.logits, batch["char_mask"])
+        ids = model.crf.crf.decode(out.logits.float(), mask=batch["char_mask"].bool())  # pytorch-crf's Viterbi
     else:
         ids = [row[:n] for row, n in zip(out.logits.argmax(-1).tolist(), batch["char_mask"].sum(1).tolist())]
     return [[config.id2label[i] for i in row] for row in ids]

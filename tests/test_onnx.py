@@ -156,7 +156,7 @@ def test_numpy_viterbi_equals_pytorch_crf_on_random_and_exported_emissions(expor
     rng = np.random.default_rng(0)
     for length in (1, 2, 7, 30):
         e = rng.normal(size=(length, len(NER_LABELS))).astype(np.float32) * 3
-        assert viterbi_decode_numpy(e, start, end, trans) == head.decode(torch.from_numpy(e)[None], torch.ones(1, length))[0]
+        assert viterbi_decode_numpy(e, start, end, trans) == head.crf.decode(torch.from_numpy(e)[None])[0]
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
     info = json.load(open(os.path.join(export_dir, "bertorch.json")))
     features = build_features(info, tokenizer, [list(t) for t in TEXTS], 16)
@@ -165,7 +165,7 @@ def test_numpy_viterbi_equals_pytorch_crf_on_random_and_exported_emissions(expor
     for row, f in enumerate(features):
         e = logits[row, f["char_index"]]
         path = viterbi_decode_numpy(e, start, end, trans)
-        assert path == head.decode(torch.from_numpy(e)[None], torch.ones(1, len(e)))[0]
+        assert path == head.crf.decode(torch.from_numpy(e)[None])[0]
         differs_from_argmax |= path != e.argmax(-1).tolist()
     assert differs_from_argmax  # the CRF really took part
 

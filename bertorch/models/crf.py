@@ -1,22 +1,18 @@
 """A linear-chain CRF head over per-character emissions, plus a numpy Viterbi for ONNX inference.
 
 The CRF itself is pytorch-crf's; this module only adds what a BERT tagger needs around it:
-fp32 maths under autocast, label masks that tolerate -100, sub-token -> character compaction,
-a torch-free decoder (the CRF stays outside the exported ONNX graph) and safetensors I/O.
+fp32 maths under autocast, label masks that tolerate -100, sub-token -> character compaction, and
+a torch-free Viterbi decoder, which every prediction path uses: evaluation, the Predictor and ONNX (the
+CRF stays outside the exported graph; its transitions are saved in head.safetensors with the model).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torchcrf import CRF
 
-from bertorch.model_dir import CRF_WEIGHTS_NAME
-
-IGNORE_INDEX = -100
+from bertorch.losses.classification import IGNORE_INDEX
 
 
 def gather_char_positions(token_tensor: torch.Tensor, first_token_index: torch.Tensor,
@@ -76,29 +72,6 @@ class CRFHead(nn.Module):
         with torch.autocast(device_type=emissions.device.type, enabled=False):
             return -self.crf(emissions.float(), tags, mask=mask, reduction="mean")
 
-    @torch.no_grad()
-    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
-        """Best tag path per sequence, each as long as its mask."""
-        mask = mask.bool()
-        _check_prefix_mask(mask)
-        with torch.autocast(device_type=emissions.device.type, enabled=False):
-            return self.crf.decode(emissions.float(), mask=mask)
-
-
-def save_crf(crf_head: CRFHead, path: str) -> str:
-    """Write the transitions beside a saved HF model dir; keys are pytorch-crf's parameter names."""
-    os.makedirs(path, exist_ok=True)
-    file = os.path.join(path, CRF_WEIGHTS_NAME)
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in crf_head.crf.state_dict().items()}, file)
-    return file
-
-
-def load_crf(path: str, num_tags: int) -> CRFHead:
-    """Inverse of `save_crf`; `path` is the model directory holding `crf.safetensors`."""
-    head = CRFHead(num_tags)
-    head.crf.load_state_dict(load_file(os.path.join(path, CRF_WEIGHTS_NAME)))
-    return head
-
 
 def viterbi_decode_numpy(emissions: np.ndarray, start: np.ndarray, end: np.ndarray,
                          transitions: np.ndarray) -> list[int]:
@@ -121,10 +94,3 @@ def viterbi_decode_numpy(emissions: np.ndarray, start: np.ndarray, end: np.ndarr
     for pointers in backpointers[::-1]:
         best.append(int(pointers[best[-1]]))
     return best[::-1]
-
-
-def viterbi_decode_batch_numpy(emissions: np.ndarray, mask: np.ndarray, start: np.ndarray,
-                               end: np.ndarray, transitions: np.ndarray) -> list[list[int]]:
-    """(B, L, K) emissions with a left-aligned (B, L) mask -> one path per sequence, as long as its mask."""
-    lengths = np.asarray(mask).astype(bool).sum(axis=1)
-    return [viterbi_decode_numpy(emissions[b, :n], start, end, transitions) for b, n in enumerate(lengths)]

@@ -26,6 +26,11 @@ from bertorch.model_dir import TASK_FILE, write_task_info
 from bertorch.models.base import ModelError, TaskModel, check_model_path, load_config, set_classifier_dropout
 
 
+def accuracy_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[torch.Tensor, int]]:
+    """train_stats of a classifier head: argmax accuracy of the batch, summed on device (no host sync)."""
+    return {"accuracy": ((logits.argmax(-1) == labels).sum(), labels.numel())}
+
+
 class Task:
     name = "task"
     required_flags: tuple[str, ...] = ()  # shared flags this task cannot do without (checked by the CLI)

@@ -10,6 +10,7 @@ from bertorch.data.sentence import read_labelled_pairs
 from bertorch.errors import UsageError
 from bertorch.metrics import classification_metrics, correlation_metrics
 from bertorch.models.biencoder import PairClassifier
+from bertorch.tasks.base import accuracy_stats
 from bertorch.tasks.sentence import SentenceTask, pair_cosine
 
 BINARY_LABELS = ["0", "1"]
@@ -57,8 +58,7 @@ class SentenceBertTask(SentenceTask):
         return not self.args.is_nli and sorted(self.labels) == BINARY_LABELS
 
     def train_stats(self, batch, output):
-        correct = (output.logits.argmax(-1) == batch["labels"]).sum()
-        return {"accuracy": (correct, batch["labels"].numel())}
+        return accuracy_stats(output.logits, batch["labels"])
 
     def predict(self, model, batch, output) -> list[tuple[int, float]]:
         return list(zip(output.logits.argmax(-1).tolist(), pair_cosine(output.embeddings)))

@@ -27,7 +27,7 @@ from bertorch.models.pooling import POOLING_MODES
 from bertorch.tasks.base import Task
 from bertorch.tasks.classification import tokenize_examples
 
-EMBEDDING_TASK = "sentence_embedding"  # the predict.py registry key shared by the three tasks
+EMBEDDING_TASK = "sentence_embedding"  # the task key of bertorch.json (predictors.base.PREDICTORS), shared by the three
 
 
 def pair_cosine(embeddings: torch.Tensor) -> list[float]:
