@@ -142,50 +142,55 @@ def write_labels(data_dir: str, labels: Sequence[str], used: dict[str, str]) -> 
     return ["--label_file", path]
 
 
-def write_classification(data_dir: str, train: Sequence, dev: Sequence | None, labels) -> list[str]:
-    argv, used, width = [], {}, None
+def write_splits(data_dir: str, train: Sequence, dev: Sequence | None, ext: str, line_of) -> list[str]:
+    """train.<ext> (and dev.<ext>), one `line_of(example, "train[i]")` a line; the data-file flags for them."""
+    argv = []
     for split, examples in (("train", examples_of("train", train)), ("dev", examples_of("dev", dev))):
         if split == "dev" and not examples:
             continue
-        path = os.path.join(data_dir, f"{split}.tsv")
+        path = os.path.join(data_dir, f"{split}.{ext}")
         with open(path, "w", encoding="utf-8") as f:
-            for i, example in enumerate(examples):
-                where = f"{split}[{i}]"
-                if not isinstance(example, (tuple, list)) or len(example) not in (2, 3):
-                    raise ValueError(f"{where}: expected {TASKS['classification'][1]}, got {example!r}")
-                width = width or len(example)
-                if len(example) != width:
-                    raise ValueError(f"{where}: {len(example)} fields where the first example has {width}; "
-                                     f"single texts and pairs do not mix")
-                label = one_line(example[-1], where + " label").strip()
-                used.setdefault(label, where)
-                f.write("\t".join([*(one_line(t, where) for t in example[:-1]), label]) + "\n")
+            f.writelines(line_of(example, f"{split}[{i}]") + "\n" for i, example in enumerate(examples))
         argv += [f"--{split}_data_file", path]
+    return argv
+
+
+def write_classification(data_dir: str, train: Sequence, dev: Sequence | None, labels) -> list[str]:
+    used, width = {}, []
+
+    def line_of(example, where: str) -> str:
+        if not isinstance(example, (tuple, list)) or len(example) not in (2, 3):
+            raise ValueError(f"{where}: expected {TASKS['classification'][1]}, got {example!r}")
+        width.append(len(example))
+        if width[-1] != width[0]:
+            raise ValueError(f"{where}: {width[-1]} fields where the first example has {width[0]}; "
+                             f"single texts and pairs do not mix")
+        label = one_line(example[-1], where + " label").strip()
+        used.setdefault(label, where)
+        return "\t".join([*(one_line(t, where) for t in example[:-1]), label])
+
+    argv = write_splits(data_dir, train, dev, "tsv", line_of)
     labels = [str(label) for label in labels] if labels is not None else sorted(used)
-    return argv + write_labels(data_dir, labels, used) + (["--is_text_pair"] if width == 3 else [])
+    return argv + write_labels(data_dir, labels, used) + (["--is_text_pair"] if width[0] == 3 else [])
 
 
 def write_tagged(data_dir: str, train: Sequence, dev: Sequence | None, labels) -> list[str]:
-    argv, used = [], {}
-    for split, examples in (("train", examples_of("train", train)), ("dev", examples_of("dev", dev))):
-        if split == "dev" and not examples:
-            continue
-        path = os.path.join(data_dir, f"{split}.json")
-        with open(path, "w", encoding="utf-8") as f:
-            for i, example in enumerate(examples):
-                where = f"{split}[{i}]"
-                if not isinstance(example, (tuple, list)) or len(example) != 2:
-                    raise ValueError(f"{where}: expected {TASKS['ner'][1]}, got {example!r}")
-                chars = list(example[0]) if isinstance(example[0], str) else example[0]
-                tags = [str(tag) for tag in example[1]]
-                if not chars or not all(isinstance(c, str) for c in chars):
-                    raise ValueError(f"{where}: the text must be a non-empty string or list of strings")
-                if len(tags) != len(chars):
-                    raise ValueError(f"{where}: {len(chars)} characters but {len(tags)} tags")
-                for tag in tags:
-                    used.setdefault(tag, where)
-                f.write(json.dumps({"text": chars, "label": tags}, ensure_ascii=False) + "\n")
-        argv += [f"--{split}_data_file", path]
+    used = {}
+
+    def line_of(example, where: str) -> str:
+        if not isinstance(example, (tuple, list)) or len(example) != 2:
+            raise ValueError(f"{where}: expected {TASKS['ner'][1]}, got {example!r}")
+        chars = list(example[0]) if isinstance(example[0], str) else example[0]
+        tags = [str(tag) for tag in example[1]]
+        if not chars or not all(isinstance(c, str) for c in chars):
+            raise ValueError(f"{where}: the text must be a non-empty string or list of strings")
+        if len(tags) != len(chars):
+            raise ValueError(f"{where}: {len(chars)} characters but {len(tags)} tags")
+        for tag in tags:
+            used.setdefault(tag, where)
+        return json.dumps({"text": chars, "label": tags}, ensure_ascii=False)
+
+    argv = write_splits(data_dir, train, dev, "json", line_of)
     if labels is None:
         labels = sorted(used, key=lambda tag: (tag != "O", tag.partition("-")[2], tag))
     return argv + write_labels(data_dir, [str(label) for label in labels], used)
