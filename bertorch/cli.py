@@ -95,6 +95,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--adv_alpha", type=float, default=0.3, help="PGD step size")
     g.add_argument("--adv_steps", type=int, default=3, help="PGD steps")
     g.add_argument("--find_unused_parameters", action="store_true", help="DDP find_unused_parameters")
+    g.add_argument("--ddp_timeout", type=float, default=1800,
+                   help="seconds a rank waits in a collective (and at start-up) for the others before the run stops "
+                        "with an error instead of hanging (a stuck or dead rank)")
 
 
 def add_label_args(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +161,8 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser, tas
         parser.error(f"--warmup_proportion must be in [0, 1), got {args.warmup_proportion}")
     if not 0.0 < args.layerwise_lr_decay <= 1.0:
         parser.error(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}")
+    if args.ddp_timeout <= 0:
+        parser.error(f"--ddp_timeout must be a positive number of seconds, got {args.ddp_timeout}")
     for name in ("max_train_samples", "max_eval_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -231,7 +236,7 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
     tune_allocator()  # before any data or model is allocated; a no-op off glibc
 
     args = parse_args(task_cls, argv, description)
-    env = D.setup(no_cuda=args.no_cuda)
+    env = D.setup(no_cuda=args.no_cuda, timeout_s=args.ddp_timeout)
     setup_logging(env.is_main)
     with reported_errors():
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -38,8 +39,11 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def setup(no_cuda: bool = False) -> DistEnv:
-    """Read the launcher's environment, pick the device, and join the process group if there is one."""
+def setup(no_cuda: bool = False, timeout_s: float | None = None) -> DistEnv:
+    """Read the launcher's environment, pick the device, and join the process group if there is one.
+
+    `timeout_s` bounds every collective (and the rendezvous): a rank that is alive but stuck ends the run
+    with an error on the others instead of hanging them forever."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -55,7 +59,8 @@ def setup(no_cuda: bool = False) -> DistEnv:
         if "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(max(1, _available_cores() // local_world_size))
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        kwargs = {} if timeout_s is None else {"timeout": timedelta(seconds=timeout_s)}
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", **kwargs)
     return DistEnv(rank, local_rank, world_size, local_world_size, device)
 
 
@@ -85,6 +90,20 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def sum_across_ranks(values: torch.Tensor) -> list[float]:
+    """Sum a small tensor over ranks and bring it to the host: one collective and one device sync in all."""
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values)
+    return values.tolist()
+
+
+def is_timeout(error: BaseException) -> bool:
+    """A collective that waited longer than the process group's timeout (gloo and nccl word it differently)."""
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("timed out" in text or "timeout" in text)
 
 
 class _AllGatherWithGrad(torch.autograd.Function):

@@ -27,6 +27,7 @@ from bertorch.logging import MetricsWriter, format_metrics, plot_curves, progres
 from bertorch.memory import release_free_memory
 from bertorch.models.low_memory import checkpoint_large_batches, use_low_memory_training
 from bertorch.optim import build_optimizer, build_param_groups, build_scheduler
+from bertorch.signals import StopSignals, TrainingStopped
 
 if TYPE_CHECKING:  # the trainer runs any task; it needs the Task type for the hint only, not the tasks layer above
     from bertorch.tasks.base import Task
@@ -34,6 +35,10 @@ if TYPE_CHECKING:  # the trainer runs any task; it needs the Task type for the h
 
 class TrainingDiverged(RuntimeError):
     pass
+
+
+class RankTimeout(TrainingDiverged):
+    """A collective timed out (--ddp_timeout): reported in one line like a diverged run."""
 
 
 @dataclass
@@ -84,6 +89,8 @@ class Trainer:
         self.adversary = build_adversary(args.adversarial, self.raw_model.backbone.get_input_embeddings(),
                                          args.adv_epsilon, args.adv_alpha, args.adv_steps)
         self.step_loss: torch.Tensor | None = None  # summed over the micro-batches of the current step
+        self.stop_signals: StopSignals | None = None  # set by train()
+        self.stop_agreed = False  # some rank received SIGTERM/SIGINT: stop after this step
         if env.is_distributed:
             ids = [env.local_rank] if env.device.type == "cuda" else None
             self.model = DDP(self.model, device_ids=ids, find_unused_parameters=args.find_unused_parameters)
@@ -115,6 +122,18 @@ class Trainer:
 
     # -- training -------------------------------------------------------------------------------------
     def train(self) -> dict:
+        """Train to the end, or until SIGTERM/SIGINT (then checkpoint and exit 128 + signal)."""
+        with StopSignals() as self.stop_signals:
+            try:
+                return self._train()
+            except RuntimeError as e:
+                if self.env.is_distributed and D.is_timeout(e):
+                    raise RankTimeout(f"rank {self.env.rank}: a collective waited longer than --ddp_timeout "
+                                      f"{getattr(self.args, 'ddp_timeout', None)} s (another rank is stuck or "
+                                      f"died); the last checkpoint is kept ({str(e).splitlines()[0][:200]})") from None
+                raise
+
+    def _train(self) -> dict:
         args, state = self.args, self.state
         if args.resume_from_checkpoint:
             self.resume(ckpt.resolve_resume(args.resume_from_checkpoint, self.output_dir))
@@ -149,8 +168,12 @@ class Trainer:
                     tic, steps_at_tic = time.perf_counter(), state.global_step
                 if args.eval_steps > 0 and state.global_step % args.eval_steps == 0:
                     self.evaluate_and_keep_best()
-                if args.save_steps > 0 and state.global_step % args.save_steps == 0:
+                saved = args.save_steps > 0 and state.global_step % args.save_steps == 0
+                if saved:
                     self.save_checkpoint()
+                if self.stop_agreed:
+                    bar.close()
+                    self.stop_for_signal(already_saved=saved)
                 if state.global_step >= self.total_steps:
                     break
             else:
@@ -184,13 +207,20 @@ class Trainer:
             acc[1] += den
 
     def optimizer_step(self) -> None:
-        # One host sync per optimisation step: a NaN/inf loss must stop us *before* it reaches the weights,
-        # so the last checkpoint stays the last good model.
-        step_loss, self.step_loss = self.step_loss.item(), None
-        if not math.isfinite(step_loss):
-            raise TrainingDiverged(f"loss is {step_loss} at optimisation step {self.state.global_step + 1}; "
-                                   f"training stopped, the last good checkpoint is kept. Try a lower "
-                                   f"--learning_rate, --max_grad_norm, or fp32.")
+        # One small all-reduce and host sync per optimisation step, agreed by every rank: a NaN/inf loss on
+        # any rank stops all of them *before* it reaches the weights (so the last checkpoint stays the last
+        # good model, and no rank waits forever in the next all-reduce for one that raised), and a stop
+        # signal received by any rank stops all of them after this step.
+        loss, self.step_loss = self.step_loss, None
+        stop = float(self.stop_signals is not None and self.stop_signals.received is not None)
+        flags = torch.stack([(~torch.isfinite(loss)).float(), loss.new_tensor(stop), loss.float()])
+        nonfinite, stop, loss_sum = D.sum_across_ranks(flags)
+        if nonfinite:
+            where = "" if self.env.world_size == 1 else f" on {int(nonfinite)} of {self.env.world_size} ranks"
+            raise TrainingDiverged(f"loss is {loss_sum if self.env.world_size == 1 else 'not finite'}{where} at "
+                                   f"optimisation step {self.state.global_step + 1}; training stopped, the last good "
+                                   f"checkpoint is kept. Try a lower --learning_rate, --max_grad_norm, or fp32.")
+        self.stop_agreed = self.stop_agreed or bool(stop)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.args.max_grad_norm > 0:
@@ -287,12 +317,30 @@ class Trainer:
         directory = os.path.join(self.output_dir, f"checkpoint-{self.state.global_step}")
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict() if self.scaler else {}, "rng": ckpt.rng_state(),
+                 # every rank's generators: with dropout their draws differ, and each rank must go on with its own
+                 "rng_per_rank": D.gather_objects(ckpt.rng_state()),
                  "trainer": {k: v for k, v in vars(self.state).items() if k != "history"},
                  "history": json.dumps(self.state.history)}
         self.save_model(directory, extra=lambda tmp: ckpt.save_training_state(tmp, state))
         if self.env.is_main:
             ckpt.rotate_checkpoints(self.output_dir, self.args.save_total_limit)
         logger.info(f"saved checkpoint {directory}")
+
+    def stop_for_signal(self, already_saved: bool) -> None:
+        """Write a resumable checkpoint of the step just finished (every rank takes part), say how to go on,
+        and exit with 128 + the signal number."""
+        if not already_saved:
+            self.save_checkpoint()
+        received = self.stop_signals.received if self.stop_signals is not None else None
+        signum = received or 15  # a rank that got no signal itself stops as if terminated
+        name = self.stop_signals.name if received else "a signal on another rank"
+        directory = os.path.join(self.output_dir, f"checkpoint-{self.state.global_step}")
+        message = (f"stopped by {name} after optimisation step {self.state.global_step} of {self.total_steps}; "
+                   f"checkpoint saved to {directory}. Continue with the same command plus "
+                   f"--resume_from_checkpoint latest")
+        logger.error(message)
+        self.metrics.close()
+        raise TrainingStopped(signum, message)
 
     def resume(self, directory: str) -> None:
         state = ckpt.load_training_state(directory)
@@ -304,7 +352,15 @@ class Trainer:
         for key, value in state["trainer"].items():
             setattr(self.state, key, value)
         self.state.history = json.loads(state["history"])
-        ckpt.set_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank") or []
+        if len(per_rank) == self.env.world_size:
+            ckpt.set_rng_state(per_rank[self.env.rank])
+        else:
+            if self.env.world_size > 1 or len(per_rank) > 1:
+                logger.warning(f"{directory} was written by {len(per_rank) or 'an unknown number of'} processes and "
+                               f"is resumed by {self.env.world_size}: every rank starts from rank 0's random state, "
+                               f"so dropout draws differ from the uninterrupted run")
+            ckpt.set_rng_state(state["rng"])
         logger.info(f"resumed from {directory} at step {self.state.global_step} (epoch {self.state.epoch + 1}, "
                     f"batch {self.state.batch_in_epoch})")
 
