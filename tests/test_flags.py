@@ -29,7 +29,7 @@ SHARED = {
     "--gradient_accumulation_steps", "--learning_rate", "--scheduler", "--lr_scheduler_type", "--warmup_proportion",
     "--weight_decay", "--layerwise_lr_decay", "--max_grad_norm", "--seed", "--fp16", "--bf16",
     "--low_memory_training", "--no-low_memory_training", "--checkpoint_above_tokens", "--gradient_checkpointing",
-    "--adversarial", "--adv_epsilon", "--adv_alpha", "--adv_steps", "--find_unused_parameters",
+    "--adversarial", "--adv_epsilon", "--adv_alpha", "--adv_steps", "--find_unused_parameters", "--ddp_timeout",
     "--saved_dir", "--output_dir", "--overwrite_output_dir", "--logging_steps", "--eval_steps", "--save_steps",
     "--save_total_limit", "--save_best_model", "--resume_from_checkpoint", "--no_cuda", "--help",
 }
