@@ -179,6 +179,9 @@ class Trainer:
             else:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         bar.close()
+        # Free DDP's reducer now, while the process group is alive on every rank: freed only at exit, after the
+        # group was destroyed, its gloo threads were seen to hang the last rank (a resumed 2-process run).
+        self.model = self.raw_model
         return self.finish(train_seconds=time.perf_counter() - started)
 
     def train_micro_step(self, batch: dict, window_size: int, last_micro: bool, window: dict) -> None:
