@@ -85,11 +85,7 @@ def gather_objects(obj: Any) -> list[Any]:
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum a few floats over ranks (one collective for all of them)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+    return sum_across_ranks(torch.tensor(values, dtype=torch.float64, device=device))
 
 
 def sum_across_ranks(values: torch.Tensor) -> list[float]:

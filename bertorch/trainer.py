@@ -168,12 +168,12 @@ class Trainer:
                     tic, steps_at_tic = time.perf_counter(), state.global_step
                 if args.eval_steps > 0 and state.global_step % args.eval_steps == 0:
                     self.evaluate_and_keep_best()
-                saved = args.save_steps > 0 and state.global_step % args.save_steps == 0
-                if saved:
-                    self.save_checkpoint()
+                saved = None
+                if args.save_steps > 0 and state.global_step % args.save_steps == 0:
+                    saved = self.save_checkpoint()
                 if self.stop_agreed:
                     bar.close()
-                    self.stop_for_signal(already_saved=saved)
+                    self.stop_for_signal(saved)
                 if state.global_step >= self.total_steps:
                     break
             else:
@@ -316,11 +316,11 @@ class Trainer:
             (ckpt.save_into if into_existing else ckpt.save_directory)(directory, write)
         D.barrier()
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self) -> str:
         directory = os.path.join(self.output_dir, f"checkpoint-{self.state.global_step}")
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "scaler": self.scaler.state_dict() if self.scaler else {}, "rng": ckpt.rng_state(),
-                 # every rank's generators: with dropout their draws differ, and each rank must go on with its own
+                 "scaler": self.scaler.state_dict() if self.scaler else {},
+                 # every rank's generators: with dropout their draws may differ, and each rank goes on with its own
                  "rng_per_rank": D.gather_objects(ckpt.rng_state()),
                  "trainer": {k: v for k, v in vars(self.state).items() if k != "history"},
                  "history": json.dumps(self.state.history)}
@@ -328,16 +328,15 @@ class Trainer:
         if self.env.is_main:
             ckpt.rotate_checkpoints(self.output_dir, self.args.save_total_limit)
         logger.info(f"saved checkpoint {directory}")
+        return directory
 
-    def stop_for_signal(self, already_saved: bool) -> None:
+    def stop_for_signal(self, saved: str | None) -> None:
         """Write a resumable checkpoint of the step just finished (every rank takes part), say how to go on,
         and exit with 128 + the signal number."""
-        if not already_saved:
-            self.save_checkpoint()
+        directory = saved or self.save_checkpoint()
         received = self.stop_signals.received if self.stop_signals is not None else None
         signum = received or 15  # a rank that got no signal itself stops as if terminated
         name = self.stop_signals.name if received else "a signal on another rank"
-        directory = os.path.join(self.output_dir, f"checkpoint-{self.state.global_step}")
         message = (f"stopped by {name} after optimisation step {self.state.global_step} of {self.total_steps}; "
                    f"checkpoint saved to {directory}. Continue with the same command plus "
                    f"--resume_from_checkpoint latest")
@@ -355,15 +354,12 @@ class Trainer:
         for key, value in state["trainer"].items():
             setattr(self.state, key, value)
         self.state.history = json.loads(state["history"])
-        per_rank = state.get("rng_per_rank") or []
-        if len(per_rank) == self.env.world_size:
-            ckpt.set_rng_state(per_rank[self.env.rank])
-        else:
-            if self.env.world_size > 1 or len(per_rank) > 1:
-                logger.warning(f"{directory} was written by {len(per_rank) or 'an unknown number of'} processes and "
-                               f"is resumed by {self.env.world_size}: every rank starts from rank 0's random state, "
-                               f"so dropout draws differ from the uninterrupted run")
-            ckpt.set_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank") or [state["rng"]]  # older checkpoints kept rank 0's only
+        if len(per_rank) != self.env.world_size:
+            logger.warning(f"{directory} was written by {len(per_rank)} process(es) and is resumed by "
+                           f"{self.env.world_size}: every rank starts from rank 0's random state, so dropout draws "
+                           f"differ from the uninterrupted run")
+        ckpt.set_rng_state(per_rank[self.env.rank if len(per_rank) == self.env.world_size else 0])
         logger.info(f"resumed from {directory} at step {self.state.global_step} (epoch {self.state.epoch + 1}, "
                     f"batch {self.state.batch_in_epoch})")
 
