@@ -5,7 +5,7 @@
 #   bash scripts/quickstart.sh            (EPOCHS=1 MAX_STEPS=-1 OUT=outputs/quickstart to override)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+source scripts/python_env.sh   # python3, or a project .venv where the system Python refuses pip (PEP 668)
 EPOCHS=${EPOCHS:-1}
 MAX_STEPS=${MAX_STEPS:--1}
 OUT=${OUT:-outputs/quickstart}
