@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import random
+import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -249,7 +250,10 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
             if env.is_main:
                 os.makedirs(args.saved_dir, exist_ok=True)
                 with open(os.path.join(args.saved_dir, "training_args.json"), "w", encoding="utf-8") as f:
-                    json.dump(vars(trainer_args), f, indent=2, ensure_ascii=False)
+                    # the flags as run plus the command line as given, so a result row can name its recipe
+                    given = list(sys.argv[1:] if argv is None else argv)
+                    json.dump({**vars(trainer_args), "script": os.path.basename(sys.argv[0]), "argv": given}, f,
+                              indent=2, ensure_ascii=False)
             trainer = Trainer(task, trainer_args, env)
             results = trainer.train() if args.do_train else trainer.evaluate_only()
         finally:

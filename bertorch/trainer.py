@@ -391,7 +391,9 @@ class Trainer:
     def write_results(self, train_seconds: float) -> dict:
         """all_results.json: budget, best and final dev metrics (what scripts/results.py reads)."""
         s = self.state
+        at_best = next((h for h in s.history if h.get("step") == s.best_step), {})  # every metric of the best model
         results = {"global_step": s.global_step, "train_seconds": round(train_seconds, 1), "best_step": s.best_step,
+                   **{f"best_{k}": v for k, v in at_best.items() if k != "step"},
                    f"best_{self.task.metric_for_best}": s.best_metric,
                    **{f"final_{k}": v for k, v in (s.history[-1] if s.history else {}).items() if k != "step"}}
         if self.env.device.type == "cuda":  # this rank's peak, what a user sizes the next run's batch by

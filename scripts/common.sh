@@ -3,7 +3,7 @@
 #   DATA_DIR  where the datasets live (default: ../shared/data next to this checkout, else the shipped data/;
 #             python -m bertorch.data.fetch NAME --data_dir DIR adds the big sets)
 #   NPROC     processes per run; > 1 launches torchrun
-#   EPOCHS, MAX_STEPS, BATCH_SIZE, MAX_SEQ_LENGTH   training budget
+#   EPOCHS, MAX_STEPS, BATCH_SIZE, MAX_SEQ_LENGTH   training budget (EPOCHS and LR override every row's recipe)
 #   OUT       where runs go (default: outputs/<script>)
 #   RESULTS   where the tables go, as <script>.{md,json} (default: results/, which the README shows)
 #   QUICK=1   tiny random model (built once in TINY_MODEL), a few steps per run on 200 training / 100 dev
@@ -36,7 +36,7 @@ if [ "$QUICK" = 1 ]; then
     MODEL=${MODEL:-$TINY_MODEL}
 else
     OUT=${OUT:-$ROOT/outputs/$NAME}; RESULTS=${RESULTS:-$ROOT/results}
-    EPOCHS=${EPOCHS:-3}; MAX_STEPS=${MAX_STEPS:--1}; BATCH_SIZE=${BATCH_SIZE:-32}; MAX_SEQ_LENGTH=${MAX_SEQ_LENGTH:-128}
+    EPOCHS=${EPOCHS:-}; MAX_STEPS=${MAX_STEPS:--1}; BATCH_SIZE=${BATCH_SIZE:-32}; MAX_SEQ_LENGTH=${MAX_SEQ_LENGTH:-128}
     MODEL=${MODEL:-$("$PYTHON" -m bertorch.pretrained)}
 fi
 SAMPLES=()
@@ -53,12 +53,14 @@ launch() {  # launch SCRIPT ARGS...: one process (or the warm runner), or torchr
     fi
 }
 
-train_args() {  # the model and the budget flags every run shares
-    echo --pretrained_model_name_or_path "$MODEL" $(budget_args)
+train_args() {  # train_args [EPOCHS LR]: the model and the budget flags every run shares (a row's recipe)
+    echo --pretrained_model_name_or_path "$MODEL" $(budget_args "$@")
 }
 
-budget_args() {  # the budget flags alone (distillation names its student itself)
-    echo --data_dir "$DATA_DIR" --epochs "$EPOCHS" \
+budget_args() {  # budget_args [EPOCHS LR]: the budget flags alone (distillation names its student itself);
+    # EPOCHS / LR in the environment win over the recipe's, so a whole table can be rerun on a shorter budget
+    local epochs=${EPOCHS:-${1:-3}} lr=${LR:-${2:-5e-5}}
+    echo --data_dir "$DATA_DIR" --epochs "$epochs" --learning_rate "$lr" \
         --max_steps "$MAX_STEPS" --batch_size "$BATCH_SIZE" --max_seq_length "$MAX_SEQ_LENGTH" \
         --overwrite_output_dir --save_steps 0 --logging_steps 50 "${SAMPLES[@]}"
 }

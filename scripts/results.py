@@ -55,6 +55,13 @@ def add(args) -> None:
         if value is None:
             raise SystemExit(f"{source}: no value for {key!r} (have: {', '.join(values)})")
         row[column] = round(value, 4) if isinstance(value, float) else value
+    recipe = read_recipe(args.run) if args.run else {}
+    if recipe:  # each row says how it was trained: shown as epochs and lr, the rest kept in the JSON
+        if "epochs" in recipe:
+            row.setdefault("epochs", recipe["epochs"])
+        if "learning_rate" in recipe:  # "1e-4", not a score's 4 decimals
+            row.setdefault("lr", f"{recipe['learning_rate']:.0e}".replace("e-0", "e-"))
+        row["_recipe"] = recipe
     if "global_step" in values:  # each row states its own budget: partial reruns mix budgets in one table
         row.setdefault("steps", values["global_step"])
     if "train_seconds" in values:
@@ -68,6 +75,24 @@ def add(args) -> None:
     os.makedirs(RESULTS_DIR, exist_ok=True)
     with open(os.path.join(RESULTS_DIR, f"{args.name}.json"), "w", encoding="utf-8") as f:
         json.dump(table, f, indent=2, ensure_ascii=False)
+
+
+BUDGET_COLUMNS = ("epochs", "lr", "steps", "train time (s)")
+RECIPE_KEYS = ("epochs", "max_steps", "learning_rate", "warmup_proportion", "weight_decay", "batch_size",
+               "max_seq_length", "crf_learning_rate", "layerwise_lr_decay", "pooling_mode", "scheduler", "seed")
+
+
+def read_recipe(run_dir: str) -> dict:
+    """The recipe of a run from its training_args.json (written by every training script): the flags that
+    decide its result, and the command line as given."""
+    path = os.path.join(run_dir, "training_args.json")
+    if not os.path.exists(path):
+        return {}
+    flags = json.load(open(path, encoding="utf-8"))
+    recipe = {k: flags[k] for k in RECIPE_KEYS if flags.get(k) is not None}
+    if "argv" in flags:
+        recipe["command"] = " ".join([flags.get("script", ""), *flags["argv"]]).strip()
+    return recipe
 
 
 def cell(value) -> str:
@@ -87,7 +112,7 @@ def render(args) -> str:
     for row in table["rows"]:
         columns += [c for c in row if c not in columns]
     columns = [c for c in columns if not c.startswith("_")]  # "_" columns only identify rows
-    columns.sort(key=lambda c: c in ("steps", "train time (s)"))  # measurements first, budget and cost last
+    columns.sort(key=lambda c: c in BUDGET_COLUMNS)  # measurements first, recipe, budget and cost last
     meta = table.get("meta", {})
     lines = [f"<!-- written by scripts/results.py from results/{args.name}.json -->",
              f"Measured on {meta.get('hardware', '?')}; model `{os.path.basename(meta.get('model', '').rstrip('/'))}`; "
