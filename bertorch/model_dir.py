@@ -38,6 +38,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spec
 # Everything a predictor reads besides the weights: what an ONNX export copies beside its graph.
 SIDECAR_FILES = ("config.json", TASK_FILE, *TOKENIZER_FILES, HEAD_WEIGHTS_NAME, CRF_WEIGHTS_NAME,
                  POOLING_CONFIG_NAME, POOLING_WEIGHTS_NAME)
+# NER heads that score every span (bertorch.json "head"): no tags, entities may nest; the others tag characters
+SPAN_HEADS = ("global_pointer", "efficient_global_pointer")
+
+
+def is_span_model(info: dict) -> bool:
+    """A NER model directory whose head scores spans (GlobalPointer) rather than tagging characters."""
+    return info.get("task") == "ner" and info.get("head") in SPAN_HEADS
 
 
 def read_task_info(model_dir: str) -> dict:
