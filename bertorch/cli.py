@@ -7,7 +7,6 @@ world size come from the launcher's environment; `--local_rank`/`--local-rank` (
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -19,8 +18,8 @@ import torch
 from loguru import logger
 
 from bertorch import distributed as D
+from bertorch import errors
 from bertorch.adversarial import ADVERSARIAL_METHODS
-from bertorch.errors import UsageError
 from bertorch.logging import setup_logging
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
 from bertorch.optim import SCHEDULERS
@@ -211,17 +210,11 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@contextlib.contextmanager
 def reported_errors():
-    """A user's mistake (UsageError: bad flags, data or model paths) or a diverged run becomes one log line and
-    `SystemExit("error: ...")`; any other exception is a bug and keeps its traceback."""
+    """bertorch.errors.reported_errors, with a diverged run reported like a user's mistake (one line, no traceback)."""
     from bertorch.trainer import TrainingDiverged
 
-    try:
-        yield
-    except (UsageError, TrainingDiverged) as e:
-        logger.error(str(e))
-        raise SystemExit(f"error: {e}") from None
+    return errors.reported_errors(TrainingDiverged)
 
 
 def run(task_cls, argv: Sequence[str] | None = None, description: str | None = None,
