@@ -95,6 +95,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--adv_alpha", type=float, default=0.3, help="PGD step size")
     g.add_argument("--adv_steps", type=int, default=3, help="PGD steps")
     g.add_argument("--find_unused_parameters", action="store_true", help="DDP find_unused_parameters")
+    g.add_argument("--ema_decay", type=open_unit_float, default=None,
+                   help="evaluate and save an exponential moving average of the weights, updated every optimisation "
+                        "step with this decay (e.g. 0.999: averages over about the last 1,000 steps); checkpoints "
+                        "keep the raw weights too, so resuming is exact")
     g.add_argument("--ddp_timeout", type=float, default=1800,
                    help="seconds a rank waits in a collective (and at start-up) for the others before the run stops "
                         "with an error instead of hanging (a stuck or dead rank)")
@@ -113,6 +117,31 @@ def add_label_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--focal_gamma", type=float, default=2.0, help="gamma of --loss_type focal")
     g.add_argument("--focal_alpha", type=float, nargs="+", default=None,
                    help="per-label weights of --loss_type focal, one per label in labels.txt order")
+
+
+def add_rdrop_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of tasks whose predictions are distributions R-Drop can compare (Task.supports_rdrop)."""
+    g = parser.add_argument_group("R-Drop")
+    g.add_argument("--rdrop_alpha", type=non_negative_float, default=0.0,
+                   help="R-Drop: run each batch twice (two dropout masks) and add alpha x the symmetric KL between "
+                        "the two predicted distributions to the loss (0 = off; the paper uses 0.1-5). About twice "
+                        "the compute per step; with a CRF, on the emissions")
+
+
+def open_unit_float(text: str) -> float:
+    """argparse type: a float in (0, 1) (a decay)."""
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a float >= 0 (nan refused)."""
+    value = float(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:
@@ -139,6 +168,8 @@ def build_parser(task_cls, description: str | None) -> argparse.ArgumentParser:
     add_training_args(parser)
     if task_cls.label_head:  # shared flags only for the tasks that read them
         add_label_args(parser)
+    if task_cls.supports_rdrop:
+        add_rdrop_args(parser)
     add_output_args(parser)
     task_cls.add_args(parser)
     return parser

@@ -23,6 +23,9 @@ from bertorch import checkpoint as ckpt
 from bertorch import distributed as D
 from bertorch.adversarial import build_adversary
 from bertorch.data.batching import eval_shard
+from bertorch.ema import WeightEMA
+from bertorch.errors import UsageError
+from bertorch.losses.rdrop import doubled_batch, symmetric_kl
 from bertorch.logging import MetricsWriter, format_metrics, plot_curves, progress_bar
 from bertorch.memory import release_free_memory
 from bertorch.models.low_memory import checkpoint_large_batches, use_low_memory_training
@@ -58,6 +61,8 @@ class Trainer:
         self.model = task.model.to(env.device)
         self.raw_model = self.model
         self.amp_dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
+        self.ema: WeightEMA | None = None  # --ema_decay: evaluated and saved instead of the raw weights
+        self.rdrop_alpha = getattr(args, "rdrop_alpha", 0.0)
         self.state = TrainState()
         self.metrics = MetricsWriter(self.output_dir, env.is_main)
         self.training = getattr(args, "do_train", True)
@@ -88,6 +93,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
         self.adversary = build_adversary(args.adversarial, self.raw_model.backbone.get_input_embeddings(),
                                          args.adv_epsilon, args.adv_alpha, args.adv_steps)
+        if getattr(args, "ema_decay", None):
+            self.ema = WeightEMA(self.raw_model, args.ema_decay)
         self.step_loss: torch.Tensor | None = None  # summed over the micro-batches of the current step
         self.stop_signals: StopSignals | None = None  # set by train()
         self.stop_agreed = False  # some rank received SIGTERM/SIGINT: stop after this step
@@ -184,14 +191,32 @@ class Trainer:
         self.model = self.raw_model
         return self.finish(train_seconds=time.perf_counter() - started)
 
-    def train_micro_step(self, batch: dict, window_size: int, last_micro: bool, window: dict) -> None:
-        def forward_loss() -> torch.Tensor:
-            with self.autocast():
-                return self.model(**batch).loss / window_size
+    @property
+    def eval_model(self):
+        """The weights evaluated and saved as the model: their moving average with --ema_decay, else the raw ones."""
+        return self.ema.model if self.ema is not None else self.raw_model
 
+    def forward_loss(self, batch: dict):
+        """The model's output and training loss on `batch`; with --rdrop_alpha the batch runs twice in one
+        forward pass (two dropout masks) and the symmetric KL of the two predictions is added."""
+        if not self.rdrop_alpha:
+            with self.autocast():
+                output = self.model(**batch)
+            return output, output.loss
+        batch = doubled_batch(batch)
         with self.autocast():
             output = self.model(**batch)
-        loss = output.loss / window_size
+        logits, mask = self.task.rdrop_logits(batch, output)
+        first, second = logits.chunk(2)
+        kl = symmetric_kl(first, second, None if mask is None else mask.chunk(2)[0])
+        return output, output.loss + self.rdrop_alpha * kl
+
+    def train_micro_step(self, batch: dict, window_size: int, last_micro: bool, window: dict) -> None:
+        def forward_loss() -> torch.Tensor:
+            return self.forward_loss(batch)[1] / window_size
+
+        output, loss = self.forward_loss(batch)
+        loss = loss / window_size
         self.backward(loss, sync=last_micro and self.adversary is None)
         if self.adversary is not None:
             params = [p for p in self.raw_model.parameters() if p.requires_grad]
@@ -204,7 +229,8 @@ class Trainer:
         tokens = window.setdefault("tokens", [torch.zeros((), device=self.env.device), 0])
         tokens[0] += sum(m.sum() for m in masks)  # real tokens, summed on device: no host sync per step
         tokens[1] += sum(m.numel() for m in masks)  # tokens including padding
-        for name, (num, den) in self.task.train_stats(batch, output).items():
+        stats_batch = doubled_batch(batch) if self.rdrop_alpha else batch  # the labels of the output's rows
+        for name, (num, den) in self.task.train_stats(stats_batch, output).items():
             acc = window.setdefault(name, [torch.zeros((), device=self.env.device), 0.0])
             acc[0] += num.detach().float()
             acc[1] += den
@@ -235,6 +261,8 @@ class Trainer:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.raw_model)
         self.state.global_step += 1
 
     def log_train(self, window: dict, steps: int, seconds: float) -> None:
@@ -262,7 +290,8 @@ class Trainer:
         features = self.task.eval_features
         if not features:
             return {}
-        model = self.raw_model
+        model = self.eval_model
+        was_training = self.raw_model.training
         model.eval()
         shard = eval_shard([self.task.feature_length(f) for f in features], self.args.eval_batch_size,
                            self.env.rank, self.env.world_size)
@@ -275,7 +304,7 @@ class Trainer:
                 loss_sum += float(output.loss) * len(indices)
                 loss_count += len(indices)
             predictions.extend(zip(indices, self.task.predict(model, batch, output)))
-        model.train()
+        self.raw_model.train(was_training)
         ordered = [p for _, p in sorted(p for part in D.gather_objects(predictions) for p in part)]
         loss_sum, loss_count = D.all_reduce_sum([loss_sum, loss_count], self.env.device)
         metrics = self.task.compute_metrics(ordered)
@@ -306,11 +335,14 @@ class Trainer:
         return metrics
 
     # -- saving ---------------------------------------------------------------------------------------
-    def save_model(self, directory: str, extra=None, into_existing: bool = False) -> None:
-        """Rank 0 writes (atomically); the others wait so nobody reads a directory being written."""
+    def save_model(self, directory: str, extra=None, into_existing: bool = False, raw: bool = False) -> None:
+        """Rank 0 writes (atomically); the others wait so nobody reads a directory being written. The model saved
+        is the evaluated one (the EMA with --ema_decay) unless `raw`: checkpoints keep the weights being trained."""
         if self.env.is_main:
+            model = self.raw_model if raw else self.eval_model
+
             def write(tmp: str) -> None:
-                self.task.save(self.raw_model, tmp)
+                self.task.save(model, tmp)
                 if extra:
                     extra(tmp)
             (ckpt.save_into if into_existing else ckpt.save_directory)(directory, write)
@@ -324,7 +356,9 @@ class Trainer:
                  "rng_per_rank": D.gather_objects(ckpt.rng_state()),
                  "trainer": {k: v for k, v in vars(self.state).items() if k != "history"},
                  "history": json.dumps(self.state.history)}
-        self.save_model(directory, extra=lambda tmp: ckpt.save_training_state(tmp, state))
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        self.save_model(directory, extra=lambda tmp: ckpt.save_training_state(tmp, state), raw=True)
         if self.env.is_main:
             ckpt.rotate_checkpoints(self.output_dir, self.args.save_total_limit)
         logger.info(f"saved checkpoint {directory}")
@@ -354,6 +388,11 @@ class Trainer:
         for key, value in state["trainer"].items():
             setattr(self.state, key, value)
         self.state.history = json.loads(state["history"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise UsageError(f"--ema_decay: {directory} was written without it, so it holds no weight "
+                                      f"average to resume; resume without --ema_decay, or start afresh")
+            self.ema.load_state_dict(state["ema"])
         per_rank = state.get("rng_per_rank") or [state["rng"]]  # older checkpoints kept rank 0's only
         if len(per_rank) != self.env.world_size:
             logger.warning(f"{directory} was written by {len(per_rank)} process(es) and is resumed by "

@@ -30,11 +30,13 @@ SHARED = {
     "--weight_decay", "--layerwise_lr_decay", "--max_grad_norm", "--seed", "--fp16", "--bf16",
     "--low_memory_training", "--no-low_memory_training", "--checkpoint_above_tokens", "--gradient_checkpointing",
     "--adversarial", "--adv_epsilon", "--adv_alpha", "--adv_steps", "--find_unused_parameters", "--ddp_timeout",
+    "--ema_decay",
     "--saved_dir", "--output_dir", "--overwrite_output_dir", "--logging_steps", "--eval_steps", "--save_steps",
     "--save_total_limit", "--save_best_model", "--resume_from_checkpoint", "--no_cuda", "--help",
 }
 # Tasks with a classifier over labels (Task.label_head): labels, the head's dropout, the hard-label loss.
 LABELS = {"--label_file", "--dropout_rate", "--loss_type", "--label_smoothing", "--focal_gamma", "--focal_alpha"}
+RDROP = {"--rdrop_alpha"}  # tasks whose predictions are distributions (Task.supports_rdrop)
 TAGGER = {"--use_crf", "--crf_learning_rate", "--doc_stride"}
 SENTENCE = {"--pooling_mode", "--output_emb_size"}
 CONTRASTIVE = SENTENCE | {"--margin", "--scale", "--gather_negatives", "--no-gather_negatives", "--no_duplicates"}
@@ -45,8 +47,8 @@ DISTILL = {
     "--kd_loss_weight_schedule", "--matches", "--teacher_cached", "--aux_data_file", "--max_aux_examples",
 }
 SCRIPTS = {  # (main, arguments before --help) -> the flags its --help must list, no more, no fewer
-    "run_classifier": (run_classifier.main, [], SHARED | LABELS | {"--is_text_pair"}),
-    "run_ner": (run_ner.main, [], SHARED | LABELS | TAGGER | {"--tag"}),
+    "run_classifier": (run_classifier.main, [], SHARED | LABELS | RDROP | {"--is_text_pair"}),
+    "run_ner": (run_ner.main, [], SHARED | LABELS | RDROP | TAGGER | {"--tag"}),
     "run_sentencebert": (run_sentencebert.main, [], SHARED | LABELS | SENTENCE | {"--is_nli", "--concat_multiply"}),
     "run_simcse": (run_simcse.main, [], SHARED | CONTRASTIVE | {"--dropout"}),
     "run_batchneg": (run_batchneg.main, [], SHARED | CONTRASTIVE | {"--mean_loss"}),

@@ -35,6 +35,7 @@ class Task:
     name = "task"
     required_flags: tuple[str, ...] = ()  # shared flags this task cannot do without (checked by the CLI)
     label_head = True  # a classifier over labels: the CLI offers --label_file, --dropout_rate and --loss_type & co.
+    supports_rdrop = False  # rdrop_logits() gives distributions to compare: the CLI offers --rdrop_alpha
     metric_for_best = "accuracy"
     greater_is_better = True
 
@@ -165,6 +166,10 @@ class Task:
         """The flags the trainer runs with: the parsed ones, or a copy with what this task needs changed (the
         parsed namespace itself is never written to)."""
         return self.args
+
+    def rdrop_logits(self, batch: dict, output) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The logits R-Drop compares across its two dropout passes (..., K), and which positions count (...)."""
+        raise NotImplementedError(f"{self.name} has no R-Drop logits")
 
     def lr_overrides(self) -> dict[str, float]:
         """Parameter-name prefix -> learning rate, e.g. a larger LR for a CRF layer."""

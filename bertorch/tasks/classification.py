@@ -48,6 +48,7 @@ class ClassificationTask(Task):
     name = "classification"
     required_flags = ("label_file",)
     metric_for_best = "accuracy"
+    supports_rdrop = True
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -85,6 +86,9 @@ class ClassificationTask(Task):
 
     def train_stats(self, batch, output):
         return accuracy_stats(output.logits, batch["labels"])
+
+    def rdrop_logits(self, batch, output):
+        return output.logits, None
 
     def predict(self, model, batch, output) -> list[int]:
         return output.logits.argmax(-1).tolist()

@@ -28,6 +28,7 @@ class NerTask(Task):
     name = "ner"
     required_flags = ("label_file",)
     metric_for_best = "f1"
+    supports_rdrop = True
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -124,6 +125,10 @@ class NerTask(Task):
         labels = batch["labels"]
         known = labels != IGNORE_INDEX
         return {"accuracy": (((output.logits.argmax(-1) == labels) & known).sum(), known.sum())}
+
+    def rdrop_logits(self, batch, output):
+        """Per-character emissions (before the CRF, if any), over the real characters."""
+        return output.logits, batch["char_mask"]
 
     def predict(self, model, batch, output) -> list:
         """Per-window emission scores; decoding waits until windows are stitched into documents."""
