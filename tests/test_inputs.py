@@ -50,3 +50,28 @@ def test_zero_keeps_meaning_off(flag):
 def test_default_max_steps_is_still_accepted():
     args = cli.parse_args(ClassificationTask, ["--train_data_file", "t.tsv", "--label_file", "l.txt"])
     assert args.max_steps == -1 and args.eval_steps == args.save_steps
+
+
+BOM = "\ufeff"
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_label_or_line(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text(BOM + "negative\npositive\n", encoding="utf-8")
+    assert read_labels(str(labels)) == ["negative", "positive"]
+    lines = tmp_path / "dev.json"
+    lines.write_text(BOM + '{"text": ["张"], "label": ["O"]}\n', encoding="utf-8")
+    assert [obj for _, obj in read_jsonl(str(lines))] == [{"text": ["张"], "label": ["O"]}]
+
+
+def test_a_run_on_files_with_byte_order_marks_trains(tiny_bert, sentiment_files, tmp_path):
+    """labels.txt and train.tsv saved by a Windows editor (BOM first): the first label and line are read as written
+    (they used to be reported as a label missing from the label file)."""
+    for name in ("train.tsv", "labels.txt"):
+        text = (sentiment_files["dir"] / name).read_text(encoding="utf-8")
+        (tmp_path / name).write_text(BOM + text, encoding="utf-8")
+    results = run_classifier.main(["--pretrained_model_name_or_path", tiny_bert, "--train_data_file",
+                                   str(tmp_path / "train.tsv"), "--label_file", str(tmp_path / "labels.txt"),
+                                   "--dev_data_file", sentiment_files["dev"], "--saved_dir", str(tmp_path / "out"),
+                                   "--max_steps", "2", "--batch_size", "4", "--save_steps", "0"])
+    assert results["global_step"] == 2

@@ -66,11 +66,12 @@ def fetch_hint(path: str) -> str:
 
 
 def iter_lines(path: str) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline); blank lines are skipped."""
+    """(1-based line number, line without its newline); blank lines are skipped. A UTF-8 byte-order mark (what
+    Windows editors put before line 1) is dropped, so it never becomes part of a label or a JSON line."""
     if os.path.isdir(path):
         raise DataError(path, None, "is a directory, expected a data file")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             for number, line in enumerate(f, start=1):
                 line = line.rstrip("\r\n")
                 if line.strip():
