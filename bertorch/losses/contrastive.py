@@ -21,12 +21,15 @@ such candidates are masked to -inf, i.e. dropped from the softmax.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from bertorch.distributed import all_gather_with_grad
 from bertorch.errors import UsageError
+from bertorch.losses.matryoshka import matryoshka_sum
 
 
 def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:
@@ -122,14 +125,16 @@ def symmetric_in_batch_negatives_loss(a: Tensor, b: Tensor, scale: float = 20.0,
 
 
 def pair_contrastive_loss(emb: Tensor, scale: float = 20.0, margin: float = 0.2, symmetric: bool = False,
-                          gather: bool = True, text_ids: Tensor | None = None) -> Tensor:
+                          gather: bool = True, text_ids: Tensor | None = None, dims: Sequence[int] | None = None,
+                          weights: Sequence[float] | None = None) -> Tensor:
     """In-batch negatives on ``emb (B, 2, E)``: row i of view 0 must pick its own view 1 among all view-1 rows
     (``symmetric``: and the other way round, averaged).
 
     With ``gather``, under DDP the candidates come from every rank (autograd-aware all-gather), so N ranks
     give N times the negatives and the gradients equal one process on the concatenated batch. ``text_ids
-    (B, 2)`` switches on masking of identical texts (false negatives). Collectives run on every rank in
-    lockstep, so call it in training only (evaluation shards are uneven, where a collective would hang).
+    (B, 2)`` switches on masking of identical texts (false negatives). ``dims``: Matryoshka, the loss summed
+    (``weights``) over prefixes of the embedding, gathered once (`losses.matryoshka`). Collectives run on every
+    rank in lockstep, so call it in training only (evaluation shards are uneven, where a collective would hang).
     """
     if emb.shape[1] != 2:
         raise ValueError(f"in-batch negatives need 2 sentences per example, got {emb.shape[1]}")
@@ -145,8 +150,13 @@ def pair_contrastive_loss(emb: Tensor, scale: float = 20.0, margin: float = 0.2,
         raise UsageError("a training batch holds a single example: in-batch negatives need at least 2 "
                          "(raise --batch_size)")
     a_ids, b_ids = (None, None) if ids_all is None else (ids_all[:, 0], ids_all[:, 1])
-    if symmetric:
-        return symmetric_in_batch_negatives_loss(a, b, scale, margin, a_candidates=a_all, b_candidates=b_all,
-                                                 offset=offset, a_ids=a_ids, b_ids=b_ids)
     anchor_ids = None if a_ids is None else a_ids[offset: offset + a.shape[0]]
-    return in_batch_negatives_loss(a, b_all, None, scale, margin, b_ids, anchor_ids, offset=offset)
+
+    def loss_at(d: int | None) -> Tensor:  # on the first d dimensions (None: all)
+        if symmetric:
+            return symmetric_in_batch_negatives_loss(a[:, :d], b[:, :d], scale, margin, a_candidates=a_all[:, :d],
+                                                     b_candidates=b_all[:, :d], offset=offset, a_ids=a_ids,
+                                                     b_ids=b_ids)
+        return in_batch_negatives_loss(a[:, :d], b_all[:, :d], None, scale, margin, b_ids, anchor_ids, offset=offset)
+
+    return matryoshka_sum(loss_at, dims, weights)

@@ -2,14 +2,14 @@
 
 SimCSE (a sentence twice, two dropout masks), batchneg (text_a, text_b) and Sentence-BERT (text_a, text_b,
 label) differ only in what happens to the `(batch, num_sent, dim)` vectors, so they share this model and
-plug in a head: `ContrastiveHead` (no weights) or `PairClassifier`. The pooler (mode + projection) and a
+plug in a head: `ContrastiveHead` or `CoSENTHead` (no weights) or `PairClassifier`. The pooler (mode + projection) and a
 classifier are extras in head.safetensors (resume, --init_from_ckpt); the pooler is also written as
 sentence_pooling.json/.safetensors, which is what `SentenceEncoder` rebuilds the embedding from.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,7 @@ from transformers import AutoModel, PretrainedConfig
 from transformers.utils import ModelOutput
 
 from bertorch.losses.contrastive import pair_contrastive_loss
+from bertorch.losses.cosent import pair_cosent_loss
 from bertorch.models.base import ModelError, TaskModel
 from bertorch.models.pooling import SentencePooler
 
@@ -63,22 +64,44 @@ class SentenceEmbedder(nn.Module):
 class ContrastiveHead(nn.Module):
     """In-batch negatives on `(B, 2, E)` (`losses.contrastive.pair_contrastive_loss`; no weights): row i of view 0
     must pick its own view 1 among all view-1 rows, with every rank's rows as candidates when `gather`.
-    `text_ids (B, 2)` switches on masking of identical texts (false negatives). The loss exists in training
-    mode only: in-batch negatives of a dev set mean nothing, and evaluation shards are uneven across ranks,
-    where a collective would hang.
+    `text_ids (B, 2)` switches on masking of identical texts (false negatives); `dims` / `weights` sum the
+    loss over Matryoshka prefixes. The loss exists in training mode only: in-batch negatives of a dev set
+    mean nothing, and evaluation shards are uneven across ranks, where a collective would hang.
     """
 
-    def __init__(self, scale: float = 20.0, margin: float = 0.2, symmetric: bool = False, gather: bool = True):
+    def __init__(self, scale: float = 20.0, margin: float = 0.2, symmetric: bool = False, gather: bool = True,
+                 dims: Sequence[int] | None = None, weights: Sequence[float] | None = None):
         super().__init__()
         self.scale, self.margin, self.symmetric, self.gather = scale, margin, symmetric, gather
+        self.dims, self.weights = dims, weights
 
     def forward(self, emb: Tensor, labels: Tensor | None = None, text_ids: Tensor | None = None):
         if not self.training:
             return None, None
-        return pair_contrastive_loss(emb, self.scale, self.margin, self.symmetric, self.gather, text_ids), None
+        return pair_contrastive_loss(emb, self.scale, self.margin, self.symmetric, self.gather, text_ids,
+                                     self.dims, self.weights), None
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, margin={self.margin}, symmetric={self.symmetric}, gather={self.gather}"
+        return (f"scale={self.scale}, margin={self.margin}, symmetric={self.symmetric}, gather={self.gather}, "
+                f"dims={self.dims}")
+
+
+class CoSENTHead(nn.Module):
+    """CoSENT on `(B, 2, E)` with gold scores `labels (B,)` (`losses.cosent.pair_cosent_loss`; no weights):
+    the cosines of every (gathered) pair ranked as their scores are. Training mode only, as above."""
+
+    def __init__(self, scale: float = 20.0, gather: bool = True, dims: Sequence[int] | None = None,
+                 weights: Sequence[float] | None = None):
+        super().__init__()
+        self.scale, self.gather, self.dims, self.weights = scale, gather, dims, weights
+
+    def forward(self, emb: Tensor, labels: Tensor | None = None, text_ids: Tensor | None = None):
+        if not self.training or labels is None:
+            return None, None
+        return pair_cosent_loss(emb, labels, self.scale, self.gather, self.dims, self.weights), None
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, gather={self.gather}, dims={self.dims}"
 
 
 class PairClassifier(nn.Module):
