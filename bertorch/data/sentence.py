@@ -1,4 +1,4 @@
-"""Data for sentence embeddings: unlabelled sentences, STS pairs with scores, (labelled) sentence pairs,
+"""Data for sentence embeddings: unlabelled sentences, STS / scored pairs, (labelled) sentence pairs,
 and the training sampler of the in-batch-negatives tasks.
 
 Readers check every line before training starts and report problems as file:line: message: value.
@@ -37,12 +37,20 @@ def read_sts(path: str, low: float = 0.0, high: float = 5.0) -> list[TextExample
             score = float(raw)
         except ValueError:
             raise DataError(path, number, "score is not a number", raw) from None
-        if not low <= score <= high:  # also refuses nan
+        if not math.isfinite(score):
+            raise DataError(path, number, "score is not a finite number", raw)
+        if not low <= score <= high:
             raise DataError(path, number, f"score outside the declared range {low:g}..{high:g}", raw)
         examples.append(TextExample(a, b, score, number))
     if not examples:
         raise DataError(path, None, "no examples in file")
     return examples
+
+
+def read_scored_pairs(path: str) -> list[TextExample]:
+    """`text_a\\ttext_b\\tscore` with any finite score: 0/1 labels (LCQMC, AFQMC) or graded ones (STS-B's
+    0..5). CoSENT ranks by the scores, so only their order matters, not their range."""
+    return read_sts(path, -math.inf, math.inf)
 
 
 def read_labelled_pairs(path: str, labels: Sequence[str]) -> list[TextExample]:

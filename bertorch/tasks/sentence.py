@@ -1,5 +1,6 @@
-"""What Sentence-BERT, SimCSE and batchneg share: pooling flags, sentences tokenised once, the
-`(batch, num_sent, len)` collate, the bi-encoder, STS evaluation and the in-batch-negatives set-up.
+"""What Sentence-BERT, SimCSE and batchneg share: pooling and Matryoshka flags, sentences tokenised once, the
+`(batch, num_sent, len)` collate, the bi-encoder, STS evaluation (per Matryoshka prefix too) and the
+in-batch-negatives set-up.
 
 Every example is a list of sentences (SimCSE: the same sentence twice, so one forward pass gives two
 dropout views; pairs: text_a, text_b). Each distinct text is tokenised once and gets an integer id, which
@@ -20,6 +21,8 @@ from bertorch.data.batching import collate_encodings
 from bertorch.data.readers import TextExample
 from bertorch.data.sentence import ContrastiveBatchSampler, read_sts
 from bertorch.errors import UsageError
+from bertorch.losses.cosent import prefix_cosines
+from bertorch.losses.matryoshka import check_dims
 from bertorch.metrics import correlation_metrics
 from bertorch.models.base import load_config
 from bertorch.models.biencoder import BiEncoder, ContrastiveHead
@@ -30,9 +33,13 @@ from bertorch.tasks.classification import tokenize_examples
 EMBEDDING_TASK = "sentence_embedding"  # the task key of bertorch.json (predictors.base.PREDICTORS), shared by the three
 
 
-def pair_cosine(embeddings: torch.Tensor) -> list[float]:
-    """`(B, 2, E)` -> the B cosines between each example's two sentence vectors."""
-    return F.cosine_similarity(embeddings[:, 0].float(), embeddings[:, 1].float(), dim=-1).tolist()
+def pair_cosine(embeddings: torch.Tensor, dims: Sequence[int] | None = None) -> list:
+    """`(B, 2, E)` -> the B cosines between each example's two sentence vectors; with Matryoshka `dims`, per
+    example the list [cosine, cosine over the first dims[0] dimensions, ...]."""
+    a, b = embeddings[:, 0].float(), embeddings[:, 1].float()
+    if not dims:
+        return F.cosine_similarity(a, b, dim=-1).tolist()
+    return prefix_cosines(a, b, (None, *dims)).tolist()
 
 
 def sts_metrics(gold: Sequence[float], cosines: Sequence[float]) -> dict[str, float]:
@@ -54,6 +61,19 @@ class SentenceTask(Task):
                             "[CLS] state, mean = mean of the token states")
         g.add_argument("--output_emb_size", type=int, default=None,
                        help="project sentence vectors to this size; None keeps the model's hidden size")
+        g.add_argument("--matryoshka_dims", type=int, nargs="+", default=None,
+                       help="Matryoshka: also train these prefixes of the vector (e.g. 512 256 128 64; each at most "
+                            "the vector size), the loss summed over them; dev Spearman is reported per prefix")
+        g.add_argument("--matryoshka_weights", type=float, nargs="+", default=None,
+                       help="the weight of each --matryoshka_dims prefix in the summed loss (default: 1 each)")
+
+    @classmethod
+    def check_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+        super().check_args(args, parser)
+        try:
+            check_dims(args.matryoshka_dims, args.matryoshka_weights)
+        except UsageError as e:
+            parser.error(str(e))
 
     def __init__(self, args, env):
         super().__init__(args, env)
@@ -83,9 +103,10 @@ class SentenceTask(Task):
         return [{"sentences": [self.token_ids[i], self.token_ids[j]], "text_ids": [i, j]}
                 for i, j in zip(ids[:n], ids[n:])]
 
-    def sts_features(self) -> list[dict]:
-        """STS dev data (`a\\tb\\tscore`, 0..5) as pair features carrying their gold score."""
-        examples = self.read_split("dev", read_sts)
+    def sts_features(self, read: Callable[[str], list[TextExample]] = read_sts) -> list[dict]:
+        """STS dev data (`a\\tb\\tscore`, 0..5 unless `read` says otherwise) as pair features carrying their
+        gold score."""
+        examples = self.read_split("dev", read)
         features = self.pair_features(examples, "dev")
         for feature, example in zip(features, examples):
             feature["score"] = example.label
@@ -110,6 +131,13 @@ class SentenceTask(Task):
     def configure(self, config) -> None:
         """Hook: adjust the backbone config before the weights are loaded (dropout, label names)."""
 
+    def check_matryoshka(self) -> None:
+        """--matryoshka_dims against the vector size (--output_emb_size, else the model's hidden size), before
+        any data is read."""
+        if self.args.matryoshka_dims:
+            size = self.args.output_emb_size or load_config(self.args.pretrained_model_name_or_path).hidden_size
+            check_dims(self.args.matryoshka_dims, self.args.matryoshka_weights, size)
+
     def build_model(self, make_head: Callable[[int], nn.Module]) -> BiEncoder:
         args = self.args
         config = load_config(args.pretrained_model_name_or_path)
@@ -121,14 +149,26 @@ class SentenceTask(Task):
 
     def task_info(self) -> dict:
         return {**super().task_info(), "task": EMBEDDING_TASK, "trained_with": self.name,
-                "pooling_mode": self.args.pooling_mode, "output_emb_size": self.args.output_emb_size}
+                "pooling_mode": self.args.pooling_mode, "output_emb_size": self.args.output_emb_size,
+                "matryoshka_dims": self.args.matryoshka_dims}  # the prefixes a server may offer
 
     # -- evaluation (STS by default) ------------------------------------------------------------------
-    def predict(self, model, batch, output) -> list[float]:
-        return pair_cosine(output.embeddings)
+    def predict(self, model, batch, output) -> list:
+        return pair_cosine(output.embeddings, self.args.matryoshka_dims)
 
-    def compute_metrics(self, predictions: list[float], model=None) -> dict[str, float]:
-        return sts_metrics([f["score"] for f in self.eval_features], predictions)
+    def compute_metrics(self, predictions: list, model=None) -> dict[str, float]:
+        return self.sts_report([f["score"] for f in self.eval_features], predictions)
+
+    def sts_report(self, gold: Sequence[float], predictions: list) -> dict[str, float]:
+        """sts_metrics of the cosines `pair_cosine` gave, and with --matryoshka_dims spearman@<dim> per prefix."""
+        dims = self.args.matryoshka_dims
+        if not dims:
+            return sts_metrics(gold, predictions)
+        metrics = sts_metrics(gold, [p[0] for p in predictions])
+        for k, dim in enumerate(dims, 1):
+            metrics[f"spearman@{dim}"] = correlation_metrics(gold, [p[k] for p in predictions])["spearman"]
+        logger.info(", ".join(f"spearman@{dim}: {metrics[f'spearman@{dim}']:.4f}" for dim in dims))
+        return metrics
 
 
 class ContrastiveTask(SentenceTask):
@@ -162,11 +202,13 @@ class ContrastiveTask(SentenceTask):
         if self.negatives_per_anchor() < 1:
             raise UsageError(f"--batch_size {args.batch_size} leaves no in-batch negatives (the other examples "
                              f"of the batch are the negatives); use --batch_size 2 or more")
+        self.check_matryoshka()
         self.tokenizer = self.load_tokenizer(args.pretrained_model_name_or_path)
         self.train_features = self.pair_features(self.read_split("train", self.read_train), "train")
         self.eval_features = self.sts_features()
-        self.model = self.build_model(
-            lambda size: ContrastiveHead(args.scale, args.margin, self.symmetric, args.gather_negatives))
+        self.model = self.build_model(lambda size: ContrastiveHead(
+            args.scale, args.margin, self.symmetric, args.gather_negatives, args.matryoshka_dims,
+            args.matryoshka_weights))
         gathered = args.gather_negatives and self.env.is_distributed
         logger.info(f"negatives per anchor = {self.negatives_per_anchor()} (per-device batch {args.batch_size}"
                     f"{f' x {self.env.world_size} ranks, gathered' if gathered else ''}"
