@@ -12,7 +12,7 @@ from typing import Sequence
 
 from transformers import AutoConfig
 
-from bertorch.data.readers import DataError, iter_lines
+from bertorch.data.readers import DataError
 from bertorch.data.tagged import encode_documents
 from bertorch.models.tagger import decode_document, load_crf_arrays
 from bertorch.predictors.base import Predictor
@@ -37,22 +37,29 @@ class TaggerPredictor(Predictor):
         plus "words" for B/M/E/S models. A string is split into code points, so `text[start:end]` is
         exactly the entity; a list is taken as given (one tag per element)."""
         docs = [list(t) for t in texts]
-        keep = [d for d, chars in enumerate(docs) if chars]
-        features = encode_documents(self.tokenizer, [docs[d] for d in keep], self.max_length, self.stride)
-        scores: list = [None] * len(features)
-        for idx in self.batches(len(features), [len(f["input_ids"]) for f in features], batch_size):
-            logits = self.backend(self.pad([features[i] for i in idx]))["logits"]
-            for row, i in enumerate(idx):
-                scores[i] = logits[row, features[i]["char_index"]]
-        windows = defaultdict(list)
-        for f, s in zip(features, scores):
-            windows[keep[f["doc"]]].append(((f["start"], f["start"] + len(s)), s))
+        windows = self.window_outputs(docs, batch_size, lambda logits, index: logits[index])
         results = []
         for d, (text, chars) in enumerate(zip(texts, docs)):
             parts = windows.get(d, [])
             ids = decode_document(len(chars), [w for w, _ in parts], [s for _, s in parts], self.crf) if chars else []
             results.append(self.result(text, chars, [self.labels[i] for i in ids]))
         return results
+
+    def window_outputs(self, docs: list[list[str]], batch_size: int, take) -> dict[int, list]:
+        """{document: [((start, end), take(logits_row, char_index))]} over every window of the non-empty
+        documents, windows built as in training (span predictors reuse this with their own `take`)."""
+        keep = [d for d, chars in enumerate(docs) if chars]
+        features = encode_documents(self.tokenizer, [docs[d] for d in keep], self.max_length, self.stride)
+        windows = defaultdict(list)
+        for idx in self.batches(len(features), [len(f["input_ids"]) for f in features], batch_size):
+            logits = self.backend(self.pad([features[i] for i in idx]))["logits"]
+            for row, i in enumerate(idx):
+                f = features[i]
+                windows[keep[f["doc"]]].append(((f["start"], f["start"] + len(f["char_index"])),
+                                                take(logits[row], f["char_index"])))
+        for parts in windows.values():
+            parts.sort(key=lambda part: part[0])  # batches go by length: windows back in document order
+        return windows
 
     def result(self, text, chars: list[str], tags: list[str]) -> dict:
         out = {"text": text, "tags": tags,
@@ -61,24 +68,25 @@ class TaggerPredictor(Predictor):
             out["words"] = segment_words(tags, chars)
         return out
 
-    def predict_file(self, input_file: str, output_file: str, batch_size: int = 32, **kwargs) -> int:
-        """One raw text a line, or JSON lines with "text" (a string or a list of characters; other keys,
-        e.g. gold labels, are ignored) -> one JSON result a line."""
-        texts = []
-        for number, line in iter_lines(input_file):
-            if line.lstrip().startswith("{"):
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    obj = None
-                if isinstance(obj, dict):
-                    if "text" not in obj:
-                        raise DataError(input_file, number, 'JSON line without a "text" key', line)
-                    texts.append(obj["text"])
-                    continue
-            texts.append(line)
-        results = self.predict(texts, batch_size=batch_size)
-        with open(output_file, "w", encoding="utf-8") as f:
-            for r in results:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        return len(results)
+    @property
+    def blank_result(self) -> dict:
+        """A blank input line: the result of an empty text (no tags, no entities)."""
+        return self.result("", [], [])
+
+    def parse_line(self, path: str, number: int, line: str):
+        """A raw text, or a JSON line with "text" (a string or a list of characters; other keys, e.g. gold labels,
+        are ignored)."""
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict):
+                if "text" not in obj:
+                    raise DataError(path, number, 'JSON line without a "text" key', line)
+                return obj["text"]
+        return line
+
+    def format_result(self, result: dict, **options) -> str:
+        """One JSON result a line."""
+        return json.dumps(result, ensure_ascii=False)
