@@ -148,8 +148,9 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("output and logging")
     g.add_argument("--saved_dir", "--output_dir", default="./checkpoint", help="where models and logs go")
     g.add_argument("--overwrite_output_dir", action="store_true", help="allow writing into a non-empty --saved_dir")
-    g.add_argument("--logging_steps", type=int, default=20, help="log every N optimisation steps")
-    g.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: --save_steps)")
+    g.add_argument("--logging_steps", type=int, default=20, help="log every N optimisation steps (0 = never)")
+    g.add_argument("--eval_steps", type=int, default=None,
+                   help="evaluate every N steps (default: --save_steps; 0 = only at the end)")
     g.add_argument("--save_steps", type=int, default=100, help="write checkpoint-<step>/ every N steps (0 = never)")
     g.add_argument("--save_total_limit", type=int, default=2, help="checkpoints kept (0 = all)")
     g.add_argument("--save_best_model", action="store_true", help="keep the best dev model in <saved_dir>/best")
@@ -175,15 +176,40 @@ def build_parser(task_cls, description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+# Counts and sizes, with the smallest value that means something. Below it a value would silently act as "off"
+# (a negative --save_steps, --logging_steps or --max_grad_norm) or crash mid-run, so it is refused at parse time;
+# where 0 means off, the flag's help says so. --max_steps -1 is its default: --epochs decide.
+MINIMUMS = {"batch_size": 1, "gradient_accumulation_steps": 1, "eval_batch_size": 1, "max_train_samples": 1,
+            "max_eval_samples": 1, "adv_steps": 1, "max_steps": -1, "epochs": 0, "logging_steps": 0, "eval_steps": 0,
+            "save_steps": 0, "save_total_limit": 0, "num_workers": 0, "checkpoint_above_tokens": 0,
+            "max_grad_norm": 0, "weight_decay": 0, "adv_epsilon": 0, "adv_alpha": 0, "label_smoothing": 0,
+            "focal_gamma": 0}
+
+
+def check_minimums(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """MINIMUMS of the flags this script has (None: not given, a default that depends on other flags)."""
+    for name, minimum in MINIMUMS.items():
+        value = getattr(args, name, None)
+        if value is None or value >= minimum:
+            continue
+        if minimum == 0:
+            parser.error(f"--{name} cannot be negative, got {value}")
+        if minimum == -1:
+            parser.error(f"--{name} must be -1 (off) or more, got {value}")
+        parser.error(f"--{name} must be at least {minimum}, got {value}")
+    if not args.learning_rate > 0:  # nan too
+        parser.error(f"--learning_rate must be positive, got {args.learning_rate}")
+    if getattr(args, "label_smoothing", 0) >= 1:
+        parser.error(f"--label_smoothing must be below 1, got {args.label_smoothing}")
+
+
 def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser, task_cls=None) -> None:
     """Flag combinations that cannot work are refused before any data or model is loaded."""
     if args.fp16 and args.bf16:
         parser.error("--fp16 and --bf16 are exclusive")
     if args.fp16 and (args.no_cuda or not torch.cuda.is_available()):
         parser.error("--fp16 needs a CUDA GPU; on CPU use --bf16 or fp32 (the default)")
-    for name in ("batch_size", "gradient_accumulation_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    check_minimums(args, parser)
     if args.max_steps <= 0 and args.epochs < 1:
         parser.error("give --epochs >= 1 or --max_steps > 0")
     if not 1 <= args.max_seq_length <= 4096:
@@ -194,9 +220,6 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser, tas
         parser.error(f"--layerwise_lr_decay must be in (0, 1], got {args.layerwise_lr_decay}")
     if args.ddp_timeout <= 0:
         parser.error(f"--ddp_timeout must be a positive number of seconds, got {args.ddp_timeout}")
-    for name in ("max_train_samples", "max_eval_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.do_train and not args.train_data_file:
         parser.error("the following arguments are required: --train_data_file (or --no-do_train to evaluate only)")
     if not args.do_train:
