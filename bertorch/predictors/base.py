@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 
 from bertorch.errors import ModelError
 from bertorch.model_dir import read_multitask_manifest, read_task_info
+from bertorch.model_dir import is_span_model
 from bertorch.predictors.backends import TorchBackend, onnx_predictor
 
 # task name -> "module:Class"; modules are imported only when their kind of model is loaded.
@@ -24,6 +25,7 @@ PREDICTORS = {
     "classification": "bertorch.predictors.classifier:ClassificationPredictor",
     "ner": "bertorch.predictors.tagger:TaggerPredictor",
     "sentence_embedding": "bertorch.predictors.encoder:SentenceEncoder",
+    "ner_spans": "bertorch.predictors.spans:SpanPredictor",  # NER with a span head (model_dir.is_span_model)
 }
 
 
@@ -51,7 +53,7 @@ class Predictor:
                              f"{os.path.join(model_dir, tasks[0])} (tasks: {', '.join(tasks)}), or all of them with "
                              f"bertorch.predict.load_predictors({model_dir!r})")
         info = read_task_info(model_dir if os.path.isdir(model_dir) else os.path.dirname(model_dir))
-        target = load_class(PREDICTORS[info["task"]])
+        target = load_class(PREDICTORS["ner_spans" if is_span_model(info) else info["task"]])
         if cls is not Predictor and not issubclass(target, cls):
             raise TypeError(f"{model_dir} holds a {info['task']} model, not a {cls.__name__}")
         return target.load(model_dir, info, backend=backend, device=device, **kwargs)
