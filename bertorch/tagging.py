@@ -214,3 +214,29 @@ def stitch_window_predictions(num_chars: int, windows: list[tuple[int, int]], pe
     if (best_context < 0).any():
         raise ValueError(f"character {int(np.argmax(best_context < 0))} is not covered by any window")
     return [per_window[w][i - windows[w][0]] for i, w in enumerate(source.tolist())]
+
+
+def merge_window_spans(num_chars: int, windows: list[tuple[int, int]], per_window: list) -> list[tuple]:
+    """Document spans from overlapping windows, each span judged by one window: of the windows that hold it
+    whole, the one where it sits farthest from an edge that cuts the text (the first on a tie), as
+    `stitch_window_predictions` does for characters. So a span two windows both see is kept once, and a
+    window's guess about a span near its cut edge never outvotes a window that sees its context.
+
+    `per_window[w]`: (type, start, end_inclusive) in window w's own character positions; returns sorted
+    (type, start, end_exclusive) in document positions.
+    """
+    def context(span_start: int, span_end: int, w: int) -> int:
+        start, end = windows[w]
+        left = span_start - start if start > 0 else num_chars
+        right = end - span_end if end < num_chars else num_chars
+        return min(left, right)
+
+    kept = set()
+    for w, spans in enumerate(per_window):
+        offset = windows[w][0]
+        for type_, start, last in spans:
+            s, e = int(start) + offset, int(last) + 1 + offset
+            holders = [v for v, (ws, we) in enumerate(windows) if ws <= s and e <= we]
+            if max(holders, key=lambda v: (context(s, e, v), -v)) == w:
+                kept.add((int(type_), s, e) if not isinstance(type_, str) else (type_, s, e))
+    return sorted(kept)
