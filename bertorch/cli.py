@@ -11,6 +11,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -251,11 +252,35 @@ def parse_args(task_cls, argv: Sequence[str] | None = None, description: str | N
 
 
 def check_output_dir(args: argparse.Namespace) -> None:
-    if args.resume_from_checkpoint or args.overwrite_output_dir or not os.path.isdir(args.saved_dir):
+    """At start-up, before any data or model is loaded: --saved_dir can be made and written (not a file, not under
+    one, not read-only), and holds no earlier run unless --overwrite_output_dir or --resume_from_checkpoint."""
+    path = args.saved_dir
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise errors.UsageError(f"--saved_dir {path} is a file, not a directory")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise errors.UsageError(f"--saved_dir {path}: {existing} is a file, so no directory can be made under it")
+    if not can_write_in(existing):
+        raise errors.UsageError(f"--saved_dir {path}: cannot write in {existing} (no permission, or a read-only "
+                                f"file system)")
+    if args.resume_from_checkpoint or args.overwrite_output_dir or not os.path.isdir(path):
         return
-    if os.listdir(args.saved_dir):
-        raise SystemExit(f"error: --saved_dir {args.saved_dir} already exists and is not empty; pass "
-                         f"--overwrite_output_dir to write into it, or --resume_from_checkpoint latest")
+    if os.listdir(path):
+        raise errors.UsageError(f"--saved_dir {path} already exists and is not empty; pass --overwrite_output_dir "
+                                f"to write into it, or --resume_from_checkpoint latest")
+
+
+def can_write_in(directory: str) -> bool:
+    """Tried, not os.access: that says yes to root on a read-only mount and no to some network file systems."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".bertorch-write-test-", dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    os.remove(probe)
+    return True
 
 
 def set_seed(seed: int) -> None:

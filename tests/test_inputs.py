@@ -75,3 +75,56 @@ def test_a_run_on_files_with_byte_order_marks_trains(tiny_bert, sentiment_files,
                                    "--dev_data_file", sentiment_files["dev"], "--saved_dir", str(tmp_path / "out"),
                                    "--max_steps", "2", "--batch_size", "4", "--save_steps", "0"])
     assert results["global_step"] == 2
+
+
+def classifier_run(model, files, saved_dir, *extra):
+    return ["--pretrained_model_name_or_path", model, "--train_data_file", files["train"], "--label_file",
+            files["labels"], "--saved_dir", str(saved_dir), "--max_steps", "1", "--batch_size", "4", *extra]
+
+
+def start_up_error(argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run_classifier.main(argv)
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message
+    return message
+
+
+def test_a_saved_dir_that_is_a_file_or_under_one_is_refused_at_start_up(sentiment_files, tmp_path):
+    """Before any model is loaded: the model path here does not even exist, and the error is about --saved_dir."""
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a directory")
+    missing_model = str(tmp_path / "no-such-model")
+    assert start_up_error(classifier_run(missing_model, sentiment_files, a_file)) == (
+        f"error: --saved_dir {a_file} is a file, not a directory")
+    under = a_file / "run1" / "out"
+    assert start_up_error(classifier_run(missing_model, sentiment_files, under)) == (
+        f"error: --saved_dir {under}: {a_file} is a file, so no directory can be made under it")
+    assert a_file.read_text() == "not a directory"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc: a directory nobody can create files in")
+def test_a_saved_dir_nobody_can_write_is_refused_at_start_up(sentiment_files, tmp_path):
+    target = "/proc/self/bertorch-out"
+    message = start_up_error(classifier_run(str(tmp_path / "no-such-model"), sentiment_files, target))
+    assert message.startswith(f"error: --saved_dir {target}: cannot write in /proc/")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only directory")
+def test_a_read_only_saved_dir_is_refused_at_start_up(sentiment_files, tmp_path):
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        message = start_up_error(classifier_run(str(tmp_path / "no-such-model"), sentiment_files, read_only / "out"))
+    finally:
+        read_only.chmod(0o755)
+    assert message == (f"error: --saved_dir {read_only / 'out'}: cannot write in {read_only} (no permission, or a "
+                       f"read-only file system)")
+
+
+def test_a_non_empty_saved_dir_is_still_refused_without_overwrite(tiny_bert, sentiment_files, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text("{}")
+    assert "already exists and is not empty; pass --overwrite_output_dir" in start_up_error(
+        classifier_run(tiny_bert, sentiment_files, tmp_path / "out"))
