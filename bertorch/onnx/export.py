@@ -4,7 +4,8 @@ The graph takes `input_ids`, `attention_mask`, `token_type_ids` with dynamic bat
 Classifiers output `logits (B, K)`; taggers output per-sub-token `logits (B, T, K)` (the CRF stays out:
 its transitions are copied beside the graph and Viterbi runs in numpy, as with the torch backend);
 sentence encoders output the pooled + projected `sentence_embedding` and its L2-normalised
-`normalized_embedding`, so serving code that reads the graph directly gets `SentenceEncoder.encode`.
+`normalized_embedding`, so serving code that reads the graph directly gets `SentenceEncoder.encode`;
+with `output_dim` both are the first `output_dim` values (a Matryoshka prefix, normalised after the cut).
 
 We use torch's TorchScript exporter (`dynamo=False`): it traces BERT-family models exactly and needs
 nothing beyond torch and onnx, whereas the dynamo exporter would add onnxscript as a dependency. The trace
@@ -18,6 +19,7 @@ import shutil
 import warnings
 
 import torch
+from loguru import logger
 from torch import nn
 
 from bertorch.model_dir import ONNX_NAME, SIDECAR_FILES, read_task_info, write_task_info
@@ -69,16 +71,48 @@ def load_source(model_dir: str, pooling_mode: str | None = None):
 class GraphModule(nn.Module):
     """Positional (input_ids, attention_mask, token_type_ids) -> the task's outputs as a tuple."""
 
-    def __init__(self, model: nn.Module, task: str):
+    def __init__(self, model: nn.Module, task: str, output_dim: int | None = None):
         super().__init__()
-        self.model, self.task = model, task
+        self.model, self.task, self.output_dim = model, task, output_dim
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         if self.task == "sentence_embedding":
-            emb = out["sentence_embedding"]
+            emb = out["sentence_embedding"][:, :self.output_dim]
             return emb, nn.functional.normalize(emb, p=2, dim=-1)
         return out["logits"]
+
+
+def embedding_size(predictor) -> int:
+    """The width of a sentence encoder's vectors (the projection's, else the backbone's hidden size)."""
+    embedder = predictor.backend.model
+    return embedder.pooler.embedding_size or embedder.backbone.config.hidden_size
+
+
+def check_output_dim(info: dict, predictor, output_dim: int | None) -> dict:
+    """The task info written beside a graph cut to `output_dim`: refused unless it is a prefix of an encoder's
+    vector; the Matryoshka dims it lists are those the graph can still serve."""
+    if output_dim is None:
+        return info
+    if info["task"] != "sentence_embedding":
+        raise OnnxError(f"--output_dim {output_dim}: only sentence encoders can be cut to a prefix, not "
+                        f"{info['task']!r} models")
+    size = embedding_size(predictor)
+    if not 1 <= output_dim <= size:
+        raise OnnxError(f"--output_dim {output_dim}: give a prefix length from 1 to the embedding size {size}")
+    dims = info.get("matryoshka_dims")
+    if output_dim < size and output_dim not in (dims or ()):
+        logger.warning(f"--output_dim {output_dim} is not among the dims the model was trained for "
+                       f"({dims or 'none: not a Matryoshka model'}); its prefix may embed poorly")
+    served = [d for d in dims if d <= output_dim] if dims else dims
+    return {**info, "output_dim": output_dim, "matryoshka_dims": served}
+
+
+def prefix_outputs(backend, output_dim: int | None):
+    """A torch backend whose `sentence_embedding` is cut as the exported graph cuts it (the parity reference)."""
+    if output_dim is None:
+        return backend
+    return lambda inputs: {k: v[:, :output_dim] for k, v in backend(inputs).items()}
 
 
 def export_paths(output: str) -> tuple[str, str]:
@@ -89,17 +123,19 @@ def export_paths(output: str) -> tuple[str, str]:
 
 
 def export_model(model_dir: str, output: str, opset: int = 17, pooling_mode: str | None = None,
-                 optimize: bool = False) -> str:
+                 optimize: bool = False, output_dim: int | None = None) -> str:
     """Write the graph + sidecar files; returns the .onnx path. Loads from `model_dir` on CPU. The fused
-    ops are listed in the graph's `bertorch.fused_ops` metadata (empty: plain graph)."""
+    ops are listed in the graph's `bertorch.fused_ops` metadata (empty: plain graph). `output_dim`: a
+    sentence encoder's graph outputs only that prefix of the vector (`bertorch.output_dim` metadata)."""
     import onnx
 
     check_opset(opset)
     info, predictor = load_source(model_dir, pooling_mode)
+    info = check_output_dim(info, predictor, output_dim)
     path, out_dir = export_paths(output)
     os.makedirs(out_dir, exist_ok=True)
     task = info["task"]
-    module = GraphModule(predictor.backend.model, task).eval()  # eval(): the exporter restores this mode
+    module = GraphModule(predictor.backend.model, task, output_dim).eval()  # eval(): the exporter restores this mode
     enc = predictor.tokenizer(SAMPLE, padding=True, return_tensors="pt", return_token_type_ids=True)
     args = tuple(enc[k].long() for k in INPUT_NAMES)
     axes = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
@@ -128,6 +164,8 @@ def export_model(model_dir: str, output: str, opset: int = 17, pooling_mode: str
             "bertorch.fused_ops": ",".join(f"{op}:{n}" for op, n in sorted(fused.items()))}
     if task == "sentence_embedding":
         meta["bertorch.pooling_mode"] = info["pooling_mode"]
+    if output_dim is not None:
+        meta["bertorch.output_dim"] = str(output_dim)
     for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, path)
