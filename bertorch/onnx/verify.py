@@ -149,7 +149,7 @@ def check_parity(model_dir: str, onnx_path: str, examples: list | None = None, d
     """The exported graph against the PyTorch predictor of `model_dir`, on `examples` (or the dev file's,
     or built-in Chinese texts)."""
     from bertorch.models.tagger import load_crf_arrays
-    from bertorch.onnx.export import load_source
+    from bertorch.onnx.export import load_source, prefix_outputs
     from bertorch.predictors.backends import OnnxBackend
 
     onnx_backend = OnnxBackend(onnx_path, providers=providers)
@@ -159,5 +159,7 @@ def check_parity(model_dir: str, onnx_path: str, examples: list | None = None, d
     if examples is None:
         examples = sample_examples(info, dev_file)
     crf = load_crf_arrays(model_dir) if info["task"] == "ner" and info.get("use_crf") else None
-    return compare_backends(torch_predictor.backend, onnx_backend, info, torch_predictor.tokenizer, examples, crf,
+    output_dim = onnx_backend.metadata.get("bertorch.output_dim")  # a graph cut to a Matryoshka prefix
+    reference = prefix_outputs(torch_predictor.backend, int(output_dim) if output_dim else None)
+    return compare_backends(reference, onnx_backend, info, torch_predictor.tokenizer, examples, crf,
                             batch_sizes, lengths)
