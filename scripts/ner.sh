@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
 # Dev entity F1 (seqeval) of run_ner.py, BERT+Linear and BERT+CRF, on msra, resume, ontonote4, weibo,
 # peoples_daily (BIO) and word segmentation cws/pku1998 (B/M/E/S: its row holds word P/R/F1).
+#   DATASETS  which rows to (re)run (default: all), HEADS (default: "Linear CRF"); CRF_LR the CRF's own rate
+#   SWEEP=name  a sweep row: kept beside the others of its dataset and head (NAME=sweeps KEEP_ROWS=1 ...)
 source "$(dirname "$0")/common.sh"
 fresh_table
 if [ "$QUICK" = 1 ]; then  # one BIOS NER set with both heads, and the B/M/E/S word metrics
     DATASETS=${DATASETS:-"resume cws/pku1998"}
 fi
 DATASETS=${DATASETS:-"msra resume ontonote4 weibo peoples_daily/bio cws/pku1998"}
+HEADS=${HEADS:-"Linear CRF"}
+CRF_LR=${CRF_LR:-1e-2}
+
+recipe() {  # recipe DATASET -> "EPOCHS LR EVAL_STEPS": m3e-small (4 layers) at 1e-4; epochs by the set's size,
+    # so small sets get more passes; the dev curve every EVAL_STEPS (about an epoch, or half of a long one)
+    case $1 in
+        msra) echo "2 1e-4 712" ;;            # 45k sentences, 1,424 steps an epoch
+        resume) echo "10 1e-4 120" ;;         # 3.8k sentences
+        ontonote4) echo "4 1e-4 246" ;;       # 15.7k sentences
+        weibo) echo "15 1e-4 40" ;;           # 1.3k posts
+        peoples_daily/bio) echo "3 1e-4 237" ;;
+        cws/pku1998) echo "3 1e-4 237" ;;     # 15k sentences, word segmentation
+        *) echo "[$NAME] unknown dataset '$1' in DATASETS (msra resume ontonote4 weibo peoples_daily/bio" \
+            "cws/pku1998)" >&2; exit 2 ;;
+    esac
+}
+for ds in $DATASETS; do recipe "$ds" > /dev/null; done  # a misspelt name stops the script before any run
+
 for ds in $DATASETS; do
     case $ds in cws/*) dir=$ds; kind=word_ ;; *) dir=ner/$ds; kind= ;; esac
     have "$dir/train.json" || continue
-    for head in Linear CRF; do
+    read -r epochs lr eval_steps <<< "$(recipe "$ds")"
+    [ "$QUICK" = 1 ] && eval_steps=0
+    for head in $HEADS; do
         # QUICK: the CRF runs on the first dataset only; on the others it would repeat the same code path
         [ "$QUICK" = 1 ] && [ $head = CRF ] && [ "$ds" != "${DATASETS%% *}" ] && continue
-        flags=(); [ $head = CRF ] && flags=(--use_crf --crf_learning_rate 1e-3)
+        flags=(); [ $head = CRF ] && flags=(--use_crf --crf_learning_rate "$CRF_LR")
         run="$OUT/${ds//\//_}-$head"
-        launch run_ner.py $(train_args) --train_data_file "$dir/train.json" --dev_data_file "$dir/dev.json" \
-            --label_file "$dir/labels.txt" --saved_dir "$run" --learning_rate 5e-5 --warmup_proportion 0.1 "${flags[@]}"
-        # The scripts evaluate once, at the end, so best_f1 = final_f1: all three columns come from one evaluation.
+        launch run_ner.py $(train_args "$epochs" "$lr") --train_data_file "$dir/train.json" \
+            --dev_data_file "$dir/dev.json" --label_file "$dir/labels.txt" --saved_dir "$run" \
+            --warmup_proportion 0.1 --weight_decay 0.01 --eval_steps "$eval_steps" --save_best_model "${flags[@]}"
+        # The row is the best dev evaluation (the curve is in $run/metrics.jsonl)
         "$PYTHON" scripts/results.py add "$NAME" --run "$run" --set dataset="$ds" --set model="BERT+$head" \
-            --metric precision=final_${kind}precision --metric recall=final_${kind}recall --metric f1=final_${kind}f1
+            ${SWEEP:+--set sweep="$SWEEP"} --metric precision=best_${kind}precision --metric recall=best_${kind}recall --metric f1=best_${kind}f1
     done
 done
 "$PYTHON" scripts/results.py render "$NAME"
