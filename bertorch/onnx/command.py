@@ -30,6 +30,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--optimize", action="store_true",
                    help="fuse the graph for onnxruntime (Attention, SkipLayerNormalization, ... contrib ops): for "
                         "onnxruntime-gpu; on CPU the plain graph is as fast (the time is in the MatMuls)")
+    p.add_argument("--output_dim", type=int, default=None,
+                   help="sentence encoders: the graph outputs only the first N values of the vector (a Matryoshka "
+                        "prefix, see --matryoshka_dims), normalised after the cut")
     return p
 
 
@@ -59,14 +62,16 @@ def run(argv: Sequence[str] | None = None, description: str | None = None) -> in
 def export_and_verify(args) -> dict:
     from bertorch.onnx.verify import check_parity
 
-    path = export_model(args.model_dir, args.output, args.opset, args.pooling_mode, optimize=args.optimize)
+    path = export_model(args.model_dir, args.output, args.opset, args.pooling_mode, optimize=args.optimize,
+                        output_dim=args.output_dim)
     fused = fused_ops(path)
     logger.info(f"exported {args.model_dir} -> {path} (opset {args.opset}, {_mb(path):.1f} MB, "
                 + (f"fused for onnxruntime: {fused})" if fused else "plain graph)"))
     parity = check_parity(args.model_dir, path, dev_file=args.dev_file)
     if fused and not parity.ok:  # an optimizer fusion that changed the maths: the plain graph may still serve
         logger.warning("the fused graph does not match PyTorch:\n" + parity.table() + "\nexporting the plain graph")
-        path, fused = export_model(args.model_dir, args.output, args.opset, args.pooling_mode, optimize=False), ""
+        path, fused = export_model(args.model_dir, args.output, args.opset, args.pooling_mode, optimize=False,
+                                   output_dim=args.output_dim), ""
         parity = check_parity(args.model_dir, path, dev_file=args.dev_file)
     logger.info("onnxruntime vs PyTorch, every (batch, length) cell:\n" + parity.table())
     report = {"model_dir": os.path.abspath(args.model_dir), "task": parity.task, "onnx": path, "opset": args.opset,
