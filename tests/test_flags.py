@@ -38,6 +38,7 @@ SHARED = {
 LABELS = {"--label_file", "--dropout_rate", "--loss_type", "--label_smoothing", "--focal_gamma", "--focal_alpha"}
 RDROP = {"--rdrop_alpha"}  # tasks whose predictions are distributions (Task.supports_rdrop)
 TAGGER = {"--use_crf", "--crf_learning_rate", "--doc_stride"}
+NER_HEADS = {"--head", "--gp_head_size"}  # run_ner only: a distillation's tagger head comes from its teacher
 SENTENCE = {"--pooling_mode", "--output_emb_size", "--matryoshka_dims", "--matryoshka_weights"}
 CONTRASTIVE = SENTENCE | {"--margin", "--scale", "--gather_negatives", "--no-gather_negatives", "--no_duplicates"}
 DISTILL = {
@@ -48,7 +49,7 @@ DISTILL = {
 }
 SCRIPTS = {  # (main, arguments before --help) -> the flags its --help must list, no more, no fewer
     "run_classifier": (run_classifier.main, [], SHARED | LABELS | RDROP | {"--is_text_pair"}),
-    "run_ner": (run_ner.main, [], SHARED | LABELS | RDROP | TAGGER | {"--tag"}),
+    "run_ner": (run_ner.main, [], SHARED | LABELS | RDROP | TAGGER | NER_HEADS | {"--tag"}),
     "run_sentencebert": (run_sentencebert.main, [], SHARED | LABELS | SENTENCE | {"--is_nli", "--concat_multiply",
                                                                         "--loss", "--cosent_scale"}),
     "run_simcse": (run_simcse.main, [], SHARED | CONTRASTIVE | {"--dropout"}),
@@ -61,7 +62,7 @@ SCRIPTS = {  # (main, arguments before --help) -> the flags its --help must list
     "run_distill --task multitask": (run_distill.main, ["--task", "multitask"],
                                      SHARED | LABELS | DISTILL | TAGGER | {"--allow_different_tokenizers"}),
     "export_onnx": (export_onnx.main, [], {"--help", "--model_dir", "--output", "--opset", "--quantize", "--dev_file",
-                                           "--limit", "--pooling_mode", "--optimize", "--output_dim"}),
+                                           "--data_dir", "--limit", "--pooling_mode", "--optimize", "--output_dim"}),
     "predict": (predict.main, [], {"--help", "--model_dir", "--input_file", "--output_file", "--batch_size",
                                    "--return_probs", "--backend"}),
 }

@@ -14,14 +14,16 @@ import torch
 from loguru import logger
 
 from bertorch.data.batching import collate_encodings, pad_sequences
-from bertorch.data.readers import DataError, iter_lines, read_labels
+from bertorch.data.readers import read_labels
+from bertorch.data.spans import check_label_scheme
 from bertorch.data.tagged import TaggedText, encode_documents, read_tagged
-from bertorch.errors import UsageError
 from bertorch.losses.classification import IGNORE_INDEX
 from bertorch.metrics import sequence_metrics
 from bertorch.models.tagger import Tagger, decode_document
-from bertorch.tagging import SCHEMES, validate_tag_set
+from bertorch.model_dir import SPAN_HEADS
+from bertorch.tagging import SCHEMES
 from bertorch.tasks.base import Task
+from bertorch.tasks.span_ner import SpanNerTask, add_head_args, check_doc_stride, check_head_args, head_of
 
 
 class NerTask(Task):
@@ -30,12 +32,31 @@ class NerTask(Task):
     metric_for_best = "f1"
     supports_rdrop = True
 
+    def __new__(cls, args: argparse.Namespace | None = None, env=None):
+        """With a span head (--head global_pointer) the task is SpanNerTask: same flags, another model and metric."""
+        if cls is NerTask and args is not None and head_of(args) in SPAN_HEADS:
+            return SpanNerTask(args, env)
+        return super().__new__(cls)
+
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        add_head_args(cls.add_labelling_args(parser))
+
+    @classmethod
+    def add_labelling_args(cls, parser: argparse.ArgumentParser):
+        """--tag and the tagger's flags, not --head: what a sequence-labelling distillation offers too."""
         g = parser.add_argument_group("sequence labelling")
         g.add_argument("--tag", choices=SCHEMES, default=None,
                        help="tag scheme labels.txt must follow (None: detected from labels.txt)")
         cls.add_tagger_args(g)
+        return g
+
+    @classmethod
+    def check_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+        """--head against --use_crf; span heads take their entity types from the data when no --label_file."""
+        check_head_args(args, parser)
+        if args.head not in SPAN_HEADS:
+            super().check_args(args, parser)
 
     @classmethod
     def add_tagger_args(cls, g) -> None:
@@ -51,9 +72,7 @@ class NerTask(Task):
         label_file = self.data_path(a.label_file)
         self.labels = read_labels(label_file)
         self.scheme = self.check_scheme(label_file)
-        if not 0 <= a.doc_stride < a.max_seq_length - 2:
-            raise UsageError(f"--doc_stride must be in [0, --max_seq_length - 2 = {a.max_seq_length - 2}), "
-                             f"got {a.doc_stride}")
+        check_doc_stride(a)
         train, dev = (self.read_split(split, lambda path: read_tagged(path, self.labels)) for split in ("train", "dev"))
         self.tokenizer = self.load_tokenizer(a.pretrained_model_name_or_path)
         self.train_features = self.featurize(train, "train")
@@ -64,15 +83,7 @@ class NerTask(Task):
 
     def check_scheme(self, label_file: str) -> str:
         """--tag against labels.txt; the error names the first label that does not fit, with its line."""
-        try:
-            scheme = validate_tag_set(self.labels, self.args.tag)
-        except ValueError as e:
-            for (number, _), label in zip(iter_lines(label_file), self.labels):
-                try:
-                    validate_tag_set([label], self.args.tag)
-                except ValueError:
-                    raise DataError(label_file, number, str(e), label) from None
-            raise DataError(label_file, None, str(e)) from None
+        scheme = check_label_scheme(label_file, self.labels, self.args.tag)
         logger.info(f"tag scheme: {scheme} ({len(self.labels)} labels)")
         return scheme
 
@@ -109,7 +120,8 @@ class NerTask(Task):
 
     def task_info(self) -> dict:
         a = self.args
-        return {**super().task_info(), "doc_stride": a.doc_stride, "tag": self.scheme, "use_crf": a.use_crf}
+        return {**super().task_info(), "doc_stride": a.doc_stride, "tag": self.scheme, "use_crf": a.use_crf,
+                "head": head_of(a)}
 
     def collate(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch = collate_encodings(features, self.tokenizer.pad_token_id, self.pad_to())
