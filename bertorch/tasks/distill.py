@@ -349,6 +349,11 @@ class NerDistillTask(DistillTask):
     hard_label_losses = DistillTask.hard_label_losses + ("crf",)
     logits_mask = "char_mask"
 
+    @classmethod
+    def add_inner_args(cls, parser: argparse.ArgumentParser) -> None:
+        """The tagger's flags without --head: the student's head follows the teacher (or --use_crf)."""
+        cls.inner_task.add_labelling_args(parser)
+
     def student_loss(self, teacher_info: dict) -> str:
         """A CRF teacher gives a CRF student unless --hard_label_loss names another loss (as multi-task does)."""
         a = self.args
