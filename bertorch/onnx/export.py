@@ -2,7 +2,8 @@
 
 The graph takes `input_ids`, `attention_mask`, `token_type_ids` with dynamic batch and sequence axes.
 Classifiers output `logits (B, K)`; taggers output per-sub-token `logits (B, T, K)` (the CRF stays out:
-its transitions are copied beside the graph and Viterbi runs in numpy, as with the torch backend);
+its transitions are copied beside the graph and Viterbi runs in numpy, as with the torch backend), span
+NER heads (GlobalPointer) `logits (B, K, T, T)`, a score per type and token pair, thresholded at 0 outside;
 sentence encoders output the pooled + projected `sentence_embedding` and its L2-normalised
 `normalized_embedding`, so serving code that reads the graph directly gets `SentenceEncoder.encode`;
 with `output_dim` both are the first `output_dim` values (a Matryoshka prefix, normalised after the cut).
@@ -22,7 +23,7 @@ import torch
 from loguru import logger
 from torch import nn
 
-from bertorch.model_dir import ONNX_NAME, SIDECAR_FILES, read_task_info, write_task_info
+from bertorch.model_dir import ONNX_NAME, SIDECAR_FILES, is_span_model, read_task_info, write_task_info
 from bertorch.onnx.optimize import eager_attention, optimize_graph
 from bertorch.predictors.backends import INPUT_NAMES, OnnxError
 
@@ -141,6 +142,8 @@ def export_model(model_dir: str, output: str, opset: int = 17, pooling_mode: str
     axes = {k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES}
     for name in OUTPUTS[task]:
         axes[name] = {0: "batch", 1: "sequence"} if task == "ner" else {0: "batch"}
+        if is_span_model(info):  # span scores (B, K, T, T): a score per type and (start, end) token pair
+            axes[name] = {0: "batch", 2: "sequence", 3: "sequence"}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # shape checks, not data-dependent
         warnings.filterwarnings("ignore", category=DeprecationWarning)
