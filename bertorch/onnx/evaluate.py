@@ -9,6 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from bertorch.model_dir import SPAN_HEADS, is_span_model
+
 
 def read_eval_set(info: dict, dev_file: str, labels: Sequence[str] | None = None, limit: int | None = None):
     """(examples, gold) from a dev file in the task's training format; gold is None when it has none.
@@ -19,6 +21,11 @@ def read_eval_set(info: dict, dev_file: str, labels: Sequence[str] | None = None
     from bertorch.data.readers import DataError, read_classification
 
     task = info["task"]
+    if is_span_model(info):  # span JSON lines, CLUENER or tag files; gold: (type, start, end) per text
+        from bertorch.data.spans import read_spans
+
+        rows = read_spans(dev_file, list(labels) if labels else None, labelled=bool(labels))[:limit]
+        return [r.chars for r in rows], ([[(t, s, e) for s, e, t in r.entities] for r in rows] if labels else None)
     if task == "classification":
         rows = read_classification(dev_file, list(labels) if labels else None, bool(info.get("is_text_pair")))[:limit]
         return [(r.text_a, r.text_b) if r.text_b is not None else r.text_a for r in rows], [r.label for r in rows]
@@ -37,7 +44,11 @@ def read_eval_set(info: dict, dev_file: str, labels: Sequence[str] | None = None
 
 
 def predict_all(predictor, task: str, examples: list, batch_size: int = 32):
-    """Label strings, tag lists, or embeddings (`(N, E)`, or `(N, 2, E)` for pairs)."""
+    """Label strings, tag lists, entity sets (span models: {(type, start, end)}), or embeddings (`(N, E)`, or
+    `(N, 2, E)` for pairs)."""
+    if task == "ner" and getattr(predictor, "head", None) in SPAN_HEADS:
+        return [frozenset((e["type"], e["start"], e["end"]) for e in r["entities"])
+                for r in predictor.predict(examples, batch_size=batch_size)]
     if task == "classification":
         return predictor.predict(examples, batch_size=batch_size)
     if task == "ner":
@@ -58,6 +69,11 @@ def score(task: str, predictor, gold, predictions) -> dict[str, float]:
         ids = {label: i for i, label in enumerate(predictor.labels)}
         m = classification_metrics([ids[g] for g in gold], [ids[p] for p in predictions], predictor.labels)
         return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    if task == "ner" and getattr(predictor, "head", None) in SPAN_HEADS:
+        from bertorch.metrics import span_metrics
+
+        m = span_metrics(gold, predictions, predictor.labels)
+        return {"f1": m["f1"], "precision": m["precision"], "recall": m["recall"]}
     if task == "ner":
         from bertorch.metrics import sequence_metrics
 
@@ -77,7 +93,11 @@ def evaluate(predictor, info: dict, dev_file: str, limit: int | None = None, bat
 
 
 def agreement(task: str, a, b) -> float:
-    """Fraction of identical labels (taggers: per character), or mean cosine for embeddings."""
+    """Fraction of identical labels (taggers: per character; span models: entities found by both of those
+    found by either), or mean cosine for embeddings."""
+    if task == "ner" and a and isinstance(a[0], frozenset):
+        union = sum(len(x | y) for x, y in zip(a, b))
+        return sum(len(x & y) for x, y in zip(a, b)) / union if union else 1.0
     if task == "classification":
         return float(np.mean([x == y for x, y in zip(a, b)])) if a else 1.0
     if task == "ner":

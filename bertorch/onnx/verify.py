@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bertorch.model_dir import is_span_model
+
 BUILTIN_TEXTS = [
     "这家酒店位置很好，服务周到，早餐也丰富，下次出差还会选择这里。",
     "房间太小了，隔音很差，晚上根本睡不好。",
@@ -75,6 +77,11 @@ def labels_of(task: str, outputs: dict, features: list[dict], crf=None) -> list:
 
     if task == "classification":
         return outputs["logits"].argmax(-1).tolist()
+    if task == "ner_spans":  # the (type, start, end) scored above 0, on characters
+        from bertorch.models.global_pointer import decode_spans
+
+        return [frozenset(map(tuple, decode_spans(outputs["logits"][row], f["char_index"]).tolist()))
+                for row, f in enumerate(features)]
     if task == "ner":
         emissions = [outputs["logits"][row, f["char_index"]] for row, f in enumerate(features)]
         if crf is None:
@@ -84,7 +91,12 @@ def labels_of(task: str, outputs: dict, features: list[dict], crf=None) -> list:
 
 
 def comparable(task: str, outputs: dict) -> np.ndarray:
-    """The array compared across backends; encoders: the normalised vector (what encode() returns)."""
+    """The array compared across backends; encoders: the normalised vector (what encode() returns); span
+    scores with their masked cells (padding, start after end: a constant, not a score) as 0."""
+    if task == "ner_spans":
+        from bertorch.models.global_pointer import MASKED
+
+        return np.where(outputs["logits"] <= MASKED / 2, 0.0, outputs["logits"])
     if task != "sentence_embedding":
         return outputs["logits"]
     if "normalized_embedding" in outputs:
@@ -120,6 +132,7 @@ def compare_backends(reference, candidate, info: dict, tokenizer, examples: list
     max abs difference within ATOL x the output's scale."""
     task = info["task"]
     report = ParityReport(task)
+    kind = "ner_spans" if is_span_model(info) else task  # how outputs are compared and decoded
     cap = int(info.get("max_seq_length", 512))
     lengths = sorted({min(int(length), cap) for length in lengths})
     if len(lengths) < 2:  # a model trained on short windows still gets two different lengths
@@ -133,11 +146,11 @@ def compare_backends(reference, candidate, info: dict, tokenizer, examples: list
                 inputs = pad(chunk, tokenizer.pad_token_id)
                 width = max(width, inputs["input_ids"].shape[1])
                 ref, got = reference(inputs), candidate(inputs)
-                a, b = comparable(task, ref), comparable(task, got)
+                a, b = comparable(kind, ref), comparable(kind, got)
                 if a.shape != b.shape:
                     raise AssertionError(f"output shapes differ at batch {bs}, length {length}: {a.shape} vs {b.shape}")
                 diff, scale = max(diff, float(np.abs(a - b).max())), max(scale, float(np.abs(a).max()))
-                mismatches += sum(x != y for x, y in zip(labels_of(task, ref, chunk, crf), labels_of(task, got, chunk, crf)))
+                mismatches += sum(x != y for x, y in zip(labels_of(kind, ref, chunk, crf), labels_of(kind, got, chunk, crf)))
             report.rows.append({"batch_size": bs, "length": length, "longest": width, "inputs": len(features), "max_abs_diff": diff,
                                 "label_mismatches": int(mismatches),
                                 "ok": bool(mismatches == 0 and diff <= ATOL * scale)})
