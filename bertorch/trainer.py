@@ -355,7 +355,7 @@ class Trainer:
                  # every rank's generators: with dropout their draws may differ, and each rank goes on with its own
                  "rng_per_rank": D.gather_objects(ckpt.rng_state()),
                  "trainer": {k: v for k, v in vars(self.state).items() if k != "history"},
-                 "history": json.dumps(self.state.history)}
+                 "history": json.dumps(self.state.history), "run": ckpt.run_shape(self.args, self.env.world_size)}
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         self.save_model(directory, extra=lambda tmp: ckpt.save_training_state(tmp, state), raw=True)
@@ -379,8 +379,7 @@ class Trainer:
         raise TrainingStopped(signum, message)
 
     def resume(self, directory: str) -> None:
-        state = ckpt.load_training_state(directory)
-        self.raw_model.load_weights(directory, strict=True)
+        state = ckpt.load_checkpoint(directory, self.raw_model, self.args, self.env.world_size)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
