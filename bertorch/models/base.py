@@ -7,36 +7,16 @@ HuggingFace directory that transformers loads, with the extras in `head.safetens
 """
 from __future__ import annotations
 
-import json
 import os
 
-import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoConfig, PretrainedConfig
+from transformers import PretrainedConfig
 
 from bertorch.errors import ModelError, UsageError
 from bertorch.model_dir import HEAD_WEIGHTS_NAME
-
-
-def check_model_path(name_or_path: str) -> None:
-    """A path-like name that does not exist is a typo, not a hub id: say so instead of a hub error."""
-    if os.path.exists(os.path.expanduser(name_or_path)):
-        return
-    is_hub_id = not name_or_path.startswith((".", "/", "~")) and name_or_path.count("/") <= 1
-    if not is_hub_id:
-        raise ModelError(f"--pretrained_model_name_or_path {name_or_path!r}: no such directory")
-
-
-def load_config(name_or_path: str, **overrides) -> PretrainedConfig:
-    check_model_path(name_or_path)
-    try:
-        return AutoConfig.from_pretrained(name_or_path, **overrides)
-    except (OSError, ValueError) as e:
-        where = "directory" if os.path.isdir(name_or_path) else "path or model name"
-        raise ModelError(f"--pretrained_model_name_or_path {name_or_path!r}: cannot load a model config from "
-                         f"this {where} ({str(e).splitlines()[0]}). Give a local directory with config.json, "
-                         f"or a hub name on a machine with internet access.") from None
+# Loading (checked: see loading.py) is re-exported here, where the tasks and distillation import it from.
+from bertorch.models.loading import check_model_path, load_config, read_safetensors, read_weights  # noqa: F401
 
 
 def set_classifier_dropout(config: PretrainedConfig, rate: float | None) -> None:
@@ -47,28 +27,6 @@ def set_classifier_dropout(config: PretrainedConfig, rate: float | None) -> None
         raise UsageError(f"--dropout_rate must be in [0, 1), got {rate}")
     for attr in ("classifier_dropout", "classifier_dropout_prob", "summary_last_dropout"):
         setattr(config, attr, rate)
-
-
-def read_weights(directory: str) -> dict[str, torch.Tensor]:
-    """All tensors of a HuggingFace directory (single or sharded safetensors), or of one weights file.
-
-    A `.bin`/`.pt` file (what the original bertorch saved) is read with weights_only=True: tensors only.
-    """
-    if os.path.isfile(directory):
-        if directory.endswith(".safetensors"):
-            return load_file(directory)
-        return torch.load(directory, map_location="cpu", weights_only=True)
-    single = os.path.join(directory, "model.safetensors")
-    if os.path.isfile(single):
-        return load_file(single)
-    index = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        files = sorted(set(json.load(open(index, encoding="utf-8"))["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for name in files:
-            state.update(load_file(os.path.join(directory, name)))
-        return state
-    raise ModelError(f"{directory}: no model.safetensors found")
 
 
 class TaskModel(nn.Module):
@@ -91,7 +49,7 @@ class TaskModel(nn.Module):
         """Load a directory written by save_pretrained (resume, --init_from_ckpt); returns missing keys."""
         missing = _load(self.backbone, read_weights(directory), strict, directory)
         head = os.path.join(directory, HEAD_WEIGHTS_NAME)
-        extras = load_file(head) if os.path.isfile(head) else {}
+        extras = read_safetensors(head) if os.path.isfile(head) else {}
         for name, module in self.extra_modules().items():
             part = {k[len(name) + 1:]: v for k, v in extras.items() if k.startswith(name + ".")}
             missing += [f"{name}.{k}" for k in _load(module, part, strict, head)]

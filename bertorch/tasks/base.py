@@ -16,14 +16,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 from loguru import logger
-from transformers import AutoTokenizer
 
 from bertorch.data.batching import TrainBatchSampler, collate_encodings
 from bertorch.data.readers import resolve_path
 from bertorch.distributed import DistEnv
 from bertorch.losses.classification import build_loss
 from bertorch.model_dir import TASK_FILE, write_task_info
-from bertorch.models.base import ModelError, TaskModel, check_model_path, load_config, set_classifier_dropout
+from bertorch.models.base import ModelError, TaskModel, load_config, set_classifier_dropout
+from bertorch.models.loading import MODEL_FLAG, check_pretrained, load_tokenizer
 
 
 def accuracy_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[torch.Tensor, int]]:
@@ -80,11 +80,11 @@ class Task:
         return None if path is None else resolve_path(path, getattr(self.args, "data_dir", None))
 
     def load_tokenizer(self, name_or_path: str):
-        check_model_path(name_or_path)
-        try:
-            return AutoTokenizer.from_pretrained(name_or_path)
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{name_or_path!r}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+        """The tokenizer of a model this run reads (the one to train, a teacher), after the model checks that need
+        no model built (models/loading.py), --max_seq_length against its position embeddings included."""
+        flag = MODEL_FLAG if name_or_path == self.args.pretrained_model_name_or_path else None
+        check_pretrained(name_or_path, self.args.max_seq_length, flag)
+        return load_tokenizer(name_or_path, flag)
 
     def init_weights(self, model: TaskModel) -> None:
         """--init_from_ckpt: warm-start from a saved directory or weights file (missing keys are logged).
