@@ -8,10 +8,13 @@ imported only when asked for.
 """
 from __future__ import annotations
 
+import argparse
 from typing import Sequence
 
 from loguru import logger
 
+from bertorch.argtypes import positive_int
+from bertorch.errors import UsageError, reported_errors
 from bertorch.model_dir import MULTITASK_FILE, TASK_FILE, read_task_info
 from bertorch.predictors.backends import TorchBackend
 from bertorch.predictors.base import PREDICTORS, Predictor, load_class, load_predictors
@@ -28,19 +31,45 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Label a file with a saved bertorch model.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Label a file with a saved bertorch model: one output line per "
+                                                 "input line, in order (a blank input line gives an empty line, or "
+                                                 "for a tagger an empty result: no tags, no entities).",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("--model_dir", required=True, help="directory written by a run_*.py script")
     parser.add_argument("--input_file", required=True, help="one input a line")
-    parser.add_argument("--output_file", required=True, help="where the predictions go")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--return_probs", action="store_true", help="also write class probabilities")
+    parser.add_argument("--output_file", required=True,
+                        help="where the predictions go, exactly this path: a classifier's labels or a tagger's JSON "
+                             "lines, one per input line; for a sentence-embedding model a .npy array, one row per "
+                             "line (the name must end in .npy and no line may be blank)")
+    parser.add_argument("--batch_size", type=positive_int, default=32)
+    parser.add_argument("--return_probs", action="store_true", help="also write class probabilities (classifiers)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    args = parser.parse_args(argv)
-    predictor = Predictor.from_pretrained(args.model_dir, backend=args.backend)
-    n = predictor.predict_file(args.input_file, args.output_file, args.batch_size, return_probs=args.return_probs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with reported_errors():
+        predictor = Predictor.from_pretrained(args.model_dir, backend=args.backend)
+        if predictor.info["task"] == "sentence_embedding":
+            check_embedding_files(args.input_file, args.output_file)
+        options = {"return_probs": True} if args.return_probs else {}
+        n = predictor.predict_file(args.input_file, args.output_file, args.batch_size, **options)
     logger.info(f"wrote {n} predictions to {args.output_file}")
     return n
+
+
+def check_embedding_files(input_file: str, output_file: str) -> None:
+    """An embedding model writes one .npy row per line: numpy would rename an output without .npy, and a blank
+    line would have no row (the rows would no longer line up with the lines), so both are refused up front."""
+    from bertorch.data.readers import DataError
+    from bertorch.predictors.base import input_lines
+
+    if not output_file.endswith(".npy"):
+        raise UsageError(f"--output_file {output_file}: an embedding model writes a numpy array; name the file "
+                         f"with .npy (numpy would otherwise write {output_file}.npy)")
+    blank = next((number for number, line in input_lines(input_file) if not line), None)
+    if blank is not None:
+        raise DataError(input_file, blank, "blank line: an embedding model writes one .npy row per line, so every "
+                                           "line needs a text")

@@ -8,15 +8,18 @@ from typing import Sequence
 
 from loguru import logger
 
-from bertorch.data.readers import DataError, resolve_path
+from bertorch.argtypes import positive_int
+from bertorch.data.readers import resolve_path
+from bertorch.errors import reported_errors
 from bertorch.model_dir import read_task_info
 from bertorch.models.pooling import POOLING_MODES
 from bertorch.onnx.export import EXPORT_INFO, export_model
-from bertorch.predictors.backends import OnnxError, require_onnxruntime
+from bertorch.predictors.backends import require_onnxruntime
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--model_dir", required=True, help="a directory written by a run_*.py script (or a HF model)")
     p.add_argument("--output", required=True, help="export directory (model.onnx + tokenizer), or a .onnx path")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17; at least 10)")
@@ -24,7 +27,10 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help="also write a dynamically quantised model_int8.onnx and compare it with fp32")
     p.add_argument("--dev_file", default=None, help="dev file in the task's training format: parity inputs, "
                                                     "and accuracy/F1 of fp32 vs int8 (default: built-in texts)")
-    p.add_argument("--limit", type=int, default=None, help="use at most N dev examples for the int8 metrics")
+    p.add_argument("--data_dir", default=None,
+                   help="where a relative --dev_file is looked up, as in the training scripts (also "
+                        "$BERTORCH_DATA_DIR; then ./data, ../shared/data)")
+    p.add_argument("--limit", type=positive_int, default=None, help="use at most N dev examples for the int8 metrics")
     p.add_argument("--pooling_mode", choices=POOLING_MODES, default=None,
                    help="pooling for a plain transformers encoder without a saved pooler (default: mean)")
     p.add_argument("--optimize", action="store_true",
@@ -39,13 +45,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None, description: str | None = None) -> int:
     """0 when the graph agrees with PyTorch; SystemExit(1) (after printing why) otherwise."""
     args = build_parser(description).parse_args(argv)
-    try:
+    with reported_errors():
         if args.dev_file:  # looked up as the scripts look up data paths, before anything is written
-            args.dev_file = resolve_path(args.dev_file)
+            args.dev_file = resolve_path(args.dev_file, args.data_dir)
         require_onnxruntime()
         report = export_and_verify(args)
-    except (OnnxError, DataError) as e:
-        raise SystemExit(f"error: {e}") from None
     out_dir = os.path.dirname(os.path.abspath(report["onnx"]))
     with open(os.path.join(out_dir, EXPORT_INFO), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, ensure_ascii=False)

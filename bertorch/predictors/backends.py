@@ -155,10 +155,10 @@ class OnnxBackend:
 def onnx_predictor(cls, path: str, info: dict, device: str | None = None, output: str = "logits", **kwargs):
     """`cls(export_dir, info, OnnxBackend)`: what each predictor's `load(..., backend="onnx")` returns;
     `providers`, `threads` and `spinning` in kwargs go to the OnnxBackend."""
-    from transformers import AutoTokenizer
+    from bertorch.models.loading import load_tokenizer
 
     file, model_dir = resolve_onnx_path(path)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir, flag=None)
     backend = OnnxBackend(file, providers=kwargs.get("providers"), device=device, outputs=(output,),
                           tokenizer=tokenizer, threads=kwargs.get("threads"), spinning=kwargs.get("spinning"))
     baked, asked = backend.metadata.get("bertorch.pooling_mode"), kwargs.get("pooling_mode")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from transformers import AutoTokenizer
 
-from bertorch.errors import ModelError
-from bertorch.model_dir import read_multitask_manifest, read_task_info
-from bertorch.model_dir import is_span_model
+from bertorch.data.readers import iter_lines
+from bertorch.errors import ModelError, UsageError
+from bertorch.model_dir import TASK_FILE, is_span_model, read_multitask_manifest, read_task_info
+from bertorch.models.loading import check_pretrained, load_pretrained, load_tokenizer, position_limit
 from bertorch.predictors.backends import TorchBackend, onnx_predictor
 
 # task name -> "module:Class"; modules are imported only when their kind of model is loaded.
@@ -38,9 +38,12 @@ def load_class(spec: str):
 class Predictor:
     """Base: tokenizer + backend + batching by length; subclasses turn outputs into results."""
 
+    file_options: tuple[str, ...] = ()  # keyword options of predict() that predict_file passes on (return_probs)
+    blank_result: Any = None            # what a blank input line gives in predict_file (formatted by format_result)
+
     def __init__(self, model_dir: str, info: dict, backend, tokenizer=None):
         self.model_dir, self.info, self.backend = model_dir, info, backend
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer = tokenizer or load_tokenizer(model_dir, flag=None)
         self.max_length = int(info.get("max_seq_length", 512))
 
     @classmethod
@@ -52,11 +55,17 @@ class Predictor:
             raise ModelError(f"{model_dir} is a multi-task student: load one task's directory, e.g. "
                              f"{os.path.join(model_dir, tasks[0])} (tasks: {', '.join(tasks)}), or all of them with "
                              f"bertorch.predict.load_predictors({model_dir!r})")
-        info = read_task_info(model_dir if os.path.isdir(model_dir) else os.path.dirname(model_dir))
+        if not os.path.exists(model_dir):
+            raise ModelError(f"{model_dir}: no such model directory" + (" or .onnx file" if backend == "onnx" else ""))
+        files_dir = model_dir if os.path.isdir(model_dir) else os.path.dirname(os.path.abspath(model_dir))
+        info = read_task_info(files_dir)
+        if info.get("task") not in PREDICTORS:
+            raise ModelError(f"{os.path.join(files_dir, TASK_FILE)}: unknown task {info.get('task')!r} (a predictor "
+                             f"serves {', '.join(PREDICTORS)})")
         target = load_class(PREDICTORS["ner_spans" if is_span_model(info) else info["task"]])
         if cls is not Predictor and not issubclass(target, cls):
-            raise TypeError(f"{model_dir} holds a {info['task']} model, not a {cls.__name__}")
-        return target.load(model_dir, info, backend=backend, device=device, **kwargs)
+            raise ModelError(f"{model_dir} holds a {info['task']} model, not one for a {cls.__name__}")
+        return target.load(model_dir, checked_info(files_dir, info), backend=backend, device=device, **kwargs)
 
     auto_class = "AutoModel"  # the transformers class the torch backend loads (by name: imported lazily)
     onnx_output = "logits"     # the graph output this predictor reads
@@ -67,10 +76,7 @@ class Predictor:
             return onnx_predictor(cls, model_dir, info, device, output=cls.onnx_output, **kwargs)
         if backend != "torch":
             raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
-        import transformers
-
-        model = getattr(transformers, cls.auto_class).from_pretrained(model_dir)
-        return cls(model_dir, info, TorchBackend(model, device))
+        return cls(model_dir, info, TorchBackend(load_pretrained(cls.auto_class, model_dir), device))
 
     def batches(self, n: int, lengths: Sequence[int], batch_size: int):
         """Index batches sorted by length (dense batches); results are put back in input order."""
@@ -90,6 +96,51 @@ class Predictor:
             if "token_type_ids" in f:
                 out["token_type_ids"][row, :n] = f["token_type_ids"]
         return out
+
+
+    def predict_file(self, input_file: str, output_file: str, batch_size: int = 32, **options) -> int:
+        """One result a line of `input_file`, written to exactly `output_file` in input order; a blank input line
+        gives `blank_result` (an empty line, or an empty result), so output line i answers input line i. Returns
+        the number of lines. `options` are those of predict() named in `file_options`."""
+        unknown = sorted(set(options) - set(self.file_options))
+        if unknown:
+            raise UsageError(f"--{unknown[0]}: not an option of a {self.info.get('task')} model's predictions")
+        lines = input_lines(input_file)
+        kept = [(i, self.parse_line(input_file, number, line)) for i, (number, line) in enumerate(lines) if line]
+        results = self.predict([x for _, x in kept], batch_size=batch_size, **options) if kept else []
+        aligned = [self.blank_result] * len(lines)
+        for (i, _), result in zip(kept, results):
+            aligned[i] = result
+        with open(output_file, "w", encoding="utf-8") as f:
+            f.writelines(self.format_result(r, **options) + "\n" for r in aligned)
+        return len(aligned)
+
+    def parse_line(self, path: str, number: int, line: str):
+        """One input of predict() from a non-blank line of a file (DataError naming path:number if it is not)."""
+        return line
+
+    def format_result(self, result, **options) -> str:
+        """One output line (without its newline) for a result of predict() or `blank_result`."""
+        return "" if result is None else str(result)
+
+
+def input_lines(path: str) -> list[tuple[int, str]]:
+    """(line number, line) for every line of a text file, a blank one as "" (iter_lines skips them)."""
+    lines, last = [], 0
+    for number, line in iter_lines(path):
+        lines += [(n, "") for n in range(last + 1, number)] + [(number, line)]
+        last = number
+    with open(path, encoding="utf-8") as f:
+        total = sum(1 for _ in f)
+    return lines + [(n, "") for n in range(last + 1, total + 1)]
+
+
+def checked_info(model_dir: str, info: dict) -> dict:
+    """`info` once the directory passed the model checks (models/loading.py), with the max_seq_length to use:
+    bertorch.json's (refused if the position embeddings do not fit it), else the most the model takes, up to 512."""
+    saved = info.get("max_seq_length")
+    config = check_pretrained(model_dir, saved, flag=None, length_flag=f"{TASK_FILE}'s max_seq_length")
+    return {**info, "max_seq_length": int(saved or min(512, position_limit(config) or 512))}
 
 
 def load_predictors(saved_dir: str, **kwargs) -> dict:

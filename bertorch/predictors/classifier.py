@@ -9,7 +9,7 @@ import numpy as np
 from loguru import logger
 from transformers import AutoConfig
 
-from bertorch.data.readers import DataError, iter_lines
+from bertorch.data.readers import DataError
 from bertorch.predictors.base import Predictor
 
 
@@ -20,6 +20,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 class ClassificationPredictor(Predictor):
     auto_class = "AutoModelForSequenceClassification"
+    file_options = ("return_probs",)
 
     @functools.cached_property
     def labels(self) -> list[str]:
@@ -49,18 +50,17 @@ class ClassificationPredictor(Predictor):
             return predicted
         return [{"label": lab, "probs": dict(zip(labels, map(float, p)))} for lab, p in zip(predicted, probs)]
 
-    def predict_file(self, input_file: str, output_file: str, batch_size: int = 32, return_probs: bool = False):
-        """One input a line (`text` or `text_a\\ttext_b`; a trailing label column is ignored) -> one
-        `label` (or `label\\t{probs json}`) a line."""
-        pair = bool(self.info.get("is_text_pair"))
-        inputs = []
-        for number, line in iter_lines(input_file):
-            fields = line.split("\t")
-            if len(fields) < (2 if pair else 1):
-                raise DataError(input_file, number, "expected text_a\\ttext_b for this text-pair model", line)
-            inputs.append((fields[0], fields[1]) if pair else fields[0])
-        results = self.predict(inputs, batch_size=batch_size, return_probs=return_probs)
-        with open(output_file, "w", encoding="utf-8") as f:
-            for r in results:
-                f.write(f"{r['label']}\t{json.dumps(r['probs'], ensure_ascii=False)}\n" if return_probs else f"{r}\n")
-        return len(results)
+    def parse_line(self, path: str, number: int, line: str):
+        """`text` or `text_a\\ttext_b` (a trailing label column is ignored)."""
+        fields = line.split("\t")
+        if not self.info.get("is_text_pair"):
+            return fields[0]
+        if len(fields) < 2:
+            raise DataError(path, number, "expected text_a\\ttext_b for this text-pair model", line)
+        return fields[0], fields[1]
+
+    def format_result(self, result, return_probs: bool = False) -> str:
+        """`label`, or `label\\t{probs json}` with return_probs; a blank input line gives an empty line."""
+        if result is None:
+            return ""
+        return f"{result['label']}\t{json.dumps(result['probs'], ensure_ascii=False)}" if return_probs else result
