@@ -49,7 +49,8 @@ class SentenceBertTask(SentenceTask):
                 ("--label_file", args.label_file), ("--dropout_rate", args.dropout_rate is not None),
                 ("--loss_type", args.loss_type != "cross_entropy")) if given]
             if ignored:
-                parser.error(f"--loss cosent has no classifier over labels: {', '.join(ignored)} cannot be used with it")
+                parser.error(f"--loss cosent has no classifier over labels: {', '.join(ignored)} cannot be used "
+                             f"with it")
         elif args.matryoshka_dims:
             parser.error("--matryoshka_dims needs --loss cosent here: the softmax classifier reads the whole vector")
 
