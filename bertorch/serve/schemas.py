@@ -57,7 +57,8 @@ class Entity(BaseModel):
 
 class Tagged(BaseModel):
     text: str | list[str]
-    tags: list[str]
+    tags: list[str] | None = Field(None, description="one per character (taggers; span models have none: "
+                                                     "their entities may nest)")
     entities: list[Entity]
     words: list[str] | None = None
 
@@ -87,6 +88,7 @@ class ModelInfo(BaseModel):
     is_text_pair: bool | None = None
     tag_scheme: str | None = None
     use_crf: bool | None = None
+    head: str | None = Field(None, description="NER: linear, crf, global_pointer or efficient_global_pointer")
     embedding_size: int | None = None
 
 

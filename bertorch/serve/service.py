@@ -161,7 +161,8 @@ class ServedTagger(Served):
 
     def describe(self):
         p = self.predictor
-        return {**super().describe(), "labels": p.labels, "tag_scheme": p.scheme, "use_crf": p.crf is not None}
+        return {**super().describe(), "labels": p.labels, "tag_scheme": p.scheme, "use_crf": p.crf is not None,
+                "head": p.info.get("head")}  # span heads: labels are entity types, no tag scheme
 
 
 class ServedEncoder(Served):
