@@ -50,10 +50,18 @@ def head_of(args: argparse.Namespace) -> str:
 
 
 def check_head_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Conflicting head flags are one error; afterwards `args.head` is set and `args.use_crf` is `head == crf`."""
+    """Conflicting head flags are one error; afterwards `args.head` is set and `args.use_crf` is `head == crf`.
+    Evaluating a saved span model (--no-do_train), its head and head size are the saved ones."""
+    saved = saved_span_info(args)
+    if saved and getattr(args, "head", None) is None and not getattr(args, "use_crf", False):
+        args.head = saved["head"]
     head = head_of(args)
     if getattr(args, "use_crf", False) and head != "crf":
         parser.error(f"--use_crf is --head crf: it cannot go with --head {head}")
+    if saved and head != saved["head"]:
+        parser.error(f"--head {head}: the model evaluated was trained with --head {saved['head']}")
+    if saved:
+        args.gp_head_size = int(saved.get("gp_head_size", DEFAULT_HEAD_SIZE))
     if head in SPAN_HEADS:
         if args.gp_head_size < 2 or args.gp_head_size % 2:
             parser.error(f"--gp_head_size must be an even number >= 2 (RoPE rotates pairs), got {args.gp_head_size}")
@@ -61,6 +69,15 @@ def check_head_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -
             parser.error(f"--rdrop_alpha compares per-character distributions; --head {head} scores spans with "
                          f"independent logits and has none")
     args.head, args.use_crf = head, head == "crf"
+
+
+def saved_span_info(args: argparse.Namespace) -> dict:
+    """bertorch.json of the span model an evaluation-only run evaluates; {} when training or for other models."""
+    source = getattr(args, "init_from_ckpt", None) or args.pretrained_model_name_or_path
+    if getattr(args, "do_train", True) or not os.path.isfile(os.path.join(source, TASK_FILE)):
+        return {}
+    info = read_task_info(source)
+    return info if info.get("head") in SPAN_HEADS else {}
 
 
 def check_doc_stride(args: argparse.Namespace) -> None:
@@ -103,10 +120,8 @@ class SpanNerTask(Task):
             types, tags, scheme = read_span_labels(self.data_path(a.label_file), a.tag)
             logger.info(f"entity types from {a.label_file}: {', '.join(types)}")
             return types, tags, scheme
-        source = a.init_from_ckpt or a.pretrained_model_name_or_path
-        if not self.do_train and os.path.isfile(os.path.join(source, TASK_FILE)) and \
-                read_task_info(source).get("head") in SPAN_HEADS:
-            config = load_config(source)
+        if saved_span_info(a):
+            config = load_config(a.init_from_ckpt or a.pretrained_model_name_or_path)
             return [config.id2label[i] for i in range(len(config.id2label))], None, a.tag
         return None, None, a.tag
 
