@@ -21,7 +21,7 @@ from transformers.utils import ModelOutput
 from bertorch.distill.matches import Match
 from bertorch.errors import UsageError
 from bertorch.losses.distillation import KD_LOSSES, get_feature_loss, temperature_schedule, weight_schedule
-from bertorch.model_dir import read_task_info
+from bertorch.model_dir import is_span_model, read_task_info
 from bertorch.models.base import ModelError, TaskModel, load_config
 
 DISTILL_STATE_NAME = "distill_state.safetensors"  # projections + step counter: checkpoints only
@@ -166,6 +166,9 @@ def load_teacher(directory: str) -> tuple[TaskModel, dict]:
         raise ModelError(f"--teacher_model_dir {directory}: no such directory")
     info = read_task_info(directory)
     config = load_config(directory)
+    if is_span_model(info):  # its span scores are not per-character logits a tagger student could match
+        raise ModelError(f"--teacher_model_dir {directory}: a span NER model (--head {info['head']}); distillation "
+                         f"takes classifier or tagger teachers (run_ner.py --head linear or crf)")
     if info["task"] == "classification":
         model = SequenceClassifier.from_pretrained(directory, config, loss_fn=None)
     elif info["task"] == "ner":
