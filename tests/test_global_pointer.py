@@ -307,3 +307,11 @@ def test_ner_endpoint_answers_with_the_span_predictor(trained):
                                                                  ensure_ascii=False))
     model = info.json()["models"][0]
     assert model["head"] == "global_pointer" and model["labels"] == ["LOC", "ORG", "PER"]
+
+
+def test_a_span_model_is_refused_as_a_distillation_teacher(trained):
+    from bertorch.distill.distiller import load_teacher
+    from bertorch.errors import ModelError
+
+    with pytest.raises(ModelError, match="a span NER model \\(--head global_pointer\\)"):
+        load_teacher(trained[0])
