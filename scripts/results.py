@@ -56,15 +56,17 @@ def add(args) -> None:
             raise SystemExit(f"{source}: no value for {key!r} (have: {', '.join(values)})")
         row[column] = round(value, 4) if isinstance(value, float) else value
     recipe = read_recipe(args.run) if args.run else {}
-    if recipe:  # each row says how it was trained: shown as epochs and lr, the rest kept in the JSON
-        if "epochs" in recipe:
+    trained = recipe.pop("trained", True)
+    if recipe:
+        row["_recipe"] = recipe
+    if recipe and trained:  # each row says how it was trained: shown as epochs and lr, the rest kept in the JSON
+        if "epochs" in recipe and recipe.get("max_steps", -1) <= 0:  # a --max_steps budget: the steps column says it
             row.setdefault("epochs", recipe["epochs"])
         if "learning_rate" in recipe:  # "1e-4", not a score's 4 decimals
             row.setdefault("lr", f"{recipe['learning_rate']:.0e}".replace("e-0", "e-"))
-        row["_recipe"] = recipe
-    if "global_step" in values:  # each row states its own budget: partial reruns mix budgets in one table
+    if "global_step" in values and trained:  # each row states its own budget: partial reruns mix budgets in one table
         row.setdefault("steps", values["global_step"])
-    if "train_seconds" in values:
+    if "train_seconds" in values and trained:
         row.setdefault("train time (s)", round(values["train_seconds"]))
     table["rows"] = [r for r in table["rows"] if any(r.get(k) != v for k, v in identity.items())]
     table["rows"].append(row)
@@ -89,7 +91,10 @@ def read_recipe(run_dir: str) -> dict:
     if not os.path.exists(path):
         return {}
     flags = json.load(open(path, encoding="utf-8"))
-    recipe = {k: flags[k] for k in RECIPE_KEYS if flags.get(k) is not None}
+    if not flags.get("do_train", True):  # an evaluation of a model as it is: no recipe of its own
+        recipe = {"trained": False}
+    else:
+        recipe = {k: flags[k] for k in RECIPE_KEYS if flags.get(k) is not None}
     if "argv" in flags:
         recipe["command"] = " ".join([flags.get("script", ""), *flags["argv"]]).strip()
     return recipe

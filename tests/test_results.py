@@ -1,6 +1,7 @@
 """The README's results section, its tables and results/summary.png come from the same result files: the
 section is what scripts/update_readme.py builds from results/*.md, each table is scripts/results.py's rendering
 of its results/*.json, and the figure carries the sha256 of the JSON files it was drawn from."""
+import argparse
 import importlib.util
 import json
 import os
@@ -69,3 +70,26 @@ def test_a_changed_result_file_makes_the_figure_stale(tmp_path):
     rows["rows"][2]["x torch"] += 0.01
     (tmp_path / "onnx.json").write_text(json.dumps(rows), encoding="utf-8")
     assert plot.source_digests(str(tmp_path)) != plot.source_digests()
+
+
+def test_a_row_carries_the_recipe_and_command_of_its_run(tmp_path, monkeypatch):
+    """Each row says how it was trained (epochs and lr shown; the flags and command line kept in the JSON);
+    an evaluation-only run has no recipe of its own."""
+    results = script("results")
+    monkeypatch.setattr(results, "RESULTS_DIR", str(tmp_path))
+    for name, do_train in (("trained", True), ("raw", False)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "all_results.json").write_text(json.dumps({"global_step": 40 if do_train else 0, "train_seconds": 9.6,
+                                                          "best_f1": 0.91234}))
+        (run / "training_args.json").write_text(json.dumps({
+            "do_train": do_train, "epochs": 10, "max_steps": -1, "learning_rate": 1e-4, "crf_learning_rate": 1e-2,
+            "max_seq_length": 128, "script": "run_ner.py", "argv": ["--epochs", "10", "--use_crf"]}))
+        results.main(["add", "t", "--run", str(run), "--set", f"dataset={name}", "--metric", "f1=best_f1"])
+    trained, raw = json.load(open(tmp_path / "t.json"))["rows"]
+    assert (trained["epochs"], trained["lr"], trained["steps"], trained["train time (s)"]) == (10, "1e-4", 40, 10)
+    assert trained["_recipe"]["crf_learning_rate"] == 1e-2
+    assert trained["_recipe"]["command"] == "run_ner.py --epochs 10 --use_crf"
+    assert not {"epochs", "lr", "steps"} & set(raw) and raw["f1"] == 0.9123
+    table = results.render(argparse.Namespace(name="t"))
+    assert "| trained | 0.9123 | 10 | 1e-4 | 40 | 10 |" in table and "_recipe" not in table
