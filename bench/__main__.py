@@ -9,6 +9,8 @@ throughput of PyTorch / ONNX fp32 / ONNX int8, with the ratios side by side at t
 Without --model_dir, inference runs on a classifier trained here for a few steps on ChnSentiCorp with the
 training benchmark's model size: its speed is that of the architecture, its accuracy means nothing.
 The parts: bench/train_throughput.py and bench/inference.py (each has its own CLI).
+Not run here: `python -m bench.vs_original` (the same jobs against the original bertorch program itself,
+when ../shared/peers/bertorch-original is there) and the other bench/*.py, each with its own CLI.
 """
 from __future__ import annotations
 
