@@ -229,10 +229,11 @@ def test_saved_dir_records_the_head_and_long_texts_are_windowed(trained, nested,
     assert sorted((e["type"], e["start"], e["end"]) for e in got["entities"]) == expected([long_row])[0]
     assert all(long_row["text"][e["start"]:e["end"]] == e["text"] for e in got["entities"])
     lines = tmp_path / "in.txt"
-    lines.write_text("张三在北京公司\n" + json.dumps({"text": "李四去上海。"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    lines.write_text("张三在北京公司\n\n" + json.dumps({"text": "李四去上海。"}, ensure_ascii=False) + "\n",
+                     encoding="utf-8")
     predictor.predict_file(str(lines), str(tmp_path / "out.json"))
-    answers = [json.loads(x) for x in (tmp_path / "out.json").read_text(encoding="utf-8").splitlines() if x]
-    assert [len(a["entities"]) for a in answers] == [3, 2] and "tags" not in answers[0]
+    answers = [json.loads(x) for x in (tmp_path / "out.json").read_text(encoding="utf-8").splitlines()]
+    assert [len(a["entities"]) for a in answers] == [3, 0, 2] and "tags" not in answers[0]
 
 
 def test_evaluation_only_needs_no_label_file(trained, nested, tmp_path):

@@ -34,6 +34,11 @@ class SpanPredictor(TaggerPredictor):
             return super().load(model_dir, info, backend=backend, device=device, **kwargs)
         return cls(model_dir, info, TorchBackend(SpanNer.from_saved(model_dir, info), device))
 
+    @property
+    def blank_result(self) -> dict:
+        """A blank input line of predict_file: an empty text's result."""
+        return {"text": "", "entities": []}
+
     def predict(self, texts: Sequence[str | Sequence[str]], batch_size: int = 32) -> list[dict]:
         """Per input: {"text", "entities": [{"type", "start", "end", "text"}]}, `end` exclusive, sorted by
         start, then longest first; entities may nest (北京大学 ORG holding 北京 LOC) or overlap."""
