@@ -316,3 +316,28 @@ def test_a_span_model_is_refused_as_a_distillation_teacher(trained):
 
     with pytest.raises(ModelError, match="a span NER model \\(--head global_pointer\\)"):
         load_teacher(trained[0])
+
+
+def test_resume_and_two_gloo_processes_match_one_uninterrupted_process(tiny_bert, nested, tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    # 32 short examples = 4 full global batches of 8, so 2 x 4 averages exactly like 1 x 8
+    files = {"train": write(tmp_path / "train.json", nested["rows"] * 4), "dev": nested["dev"]}
+    common = ["--head", "global_pointer", "--max_steps", "4", "--no_cuda"]
+    one = run_ner.main(gp_args(tiny_bert, files, tmp_path / "one", *common, "--save_steps", "2"))
+    run_ner.main(gp_args(tiny_bert, files, tmp_path / "resumed", *common, "--resume_from_checkpoint",
+                         str(tmp_path / "one" / "checkpoint-2")))
+    for name in ("model.safetensors", "head.safetensors"):
+        a, b = load_file(str(tmp_path / "one" / name)), load_file(str(tmp_path / "resumed" / name))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(run_ner.__file__)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", run_ner.__file__,
+           *gp_args(tiny_bert, files, tmp_path / "two", *common, "--batch_size", "4")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "all_results.json").read_text())
+    for key in ("final_f1", "final_precision", "final_recall", "final_loss"):
+        assert two[key] == pytest.approx(one[key], abs=1e-4), key
