@@ -35,10 +35,11 @@ def add_head_args(g) -> None:
                    help="linear: a tag per character (argmax); crf: tags with a CRF (same as --use_crf); "
                         "global_pointer: a score for every (start, end, type), so entities may nest; "
                         "efficient_global_pointer: the same with one shared projection plus a per-type bias "
-                        "(far fewer parameters). Span heads hold a float per span and type: --max_seq_length "
-                        "L with K types costs L x L x K x 4 B per example, twice with its gradient (128 x 128 "
-                        "x 8 x 4 B = 0.5 MB; 512 tokens: 8 MB), on top of the encoder (default: linear, or crf "
-                        "with --use_crf)")
+                        "(far fewer parameters); their entity types come from --label_file (types or tags, one "
+                        "a line), else from the training data. Span heads hold a float per span and type: "
+                        "--max_seq_length L with K types costs L x L x K x 4 B per example (128 x 128 x 8 x 4 B "
+                        "= 0.5 MB; 512 tokens: 8 MB), a few such tensors while training (loss and gradient), on "
+                        "top of the encoder (default: linear, or crf with --use_crf)")
     g.add_argument("--gp_head_size", type=int, default=DEFAULT_HEAD_SIZE,
                    help="span heads: size of each start/end vector (RoPE-rotated, so even)")
 
