@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dev entity F1 (seqeval) of run_ner.py, BERT+Linear and BERT+CRF, on msra, resume, ontonote4, weibo,
 # peoples_daily (BIO) and word segmentation cws/pku1998 (B/M/E/S: its row holds word P/R/F1).
-#   DATASETS  which rows to (re)run (default: all), HEADS (default: "Linear CRF"); CRF_LR the CRF's own rate
+#   DATASETS  which rows to (re)run (default: all), HEADS (default: "Linear CRF"; also GlobalPointer and
+#             EfficientGlobalPointer, the span heads: exact-span F1, seqeval's on these flat sets); CRF_LR the CRF's own rate
 #   SWEEP=name  a sweep row: kept beside the others of its dataset and head (NAME=sweeps KEEP_ROWS=1 ...)
 source "$(dirname "$0")/common.sh"
 fresh_table
@@ -36,6 +37,8 @@ for ds in $DATASETS; do
         # QUICK: the CRF runs on the first dataset only; on the others it would repeat the same code path
         [ "$QUICK" = 1 ] && [ $head = CRF ] && [ "$ds" != "${DATASETS%% *}" ] && continue
         flags=(); [ $head = CRF ] && flags=(--use_crf --crf_learning_rate "$CRF_LR")
+        [ $head = GlobalPointer ] && flags=(--head global_pointer)
+        [ $head = EfficientGlobalPointer ] && flags=(--head efficient_global_pointer)
         run="$OUT/${ds//\//_}-$head"
         launch run_ner.py $(train_args "$epochs" "$lr") --train_data_file "$dir/train.json" \
             --dev_data_file "$dir/dev.json" --label_file "$dir/labels.txt" --saved_dir "$run" \
