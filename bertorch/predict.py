@@ -14,7 +14,7 @@ from typing import Sequence
 from loguru import logger
 
 from bertorch.argtypes import positive_int
-from bertorch.errors import UsageError, reported_errors
+from bertorch.errors import reported_errors
 from bertorch.model_dir import MULTITASK_FILE, TASK_FILE, read_task_info
 from bertorch.predictors.backends import TorchBackend
 from bertorch.predictors.base import PREDICTORS, Predictor, load_class, load_predictors
@@ -52,24 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with reported_errors():
         predictor = Predictor.from_pretrained(args.model_dir, backend=args.backend)
-        if predictor.info["task"] == "sentence_embedding":
-            check_embedding_files(args.input_file, args.output_file)
         options = {"return_probs": True} if args.return_probs else {}
         n = predictor.predict_file(args.input_file, args.output_file, args.batch_size, **options)
     logger.info(f"wrote {n} predictions to {args.output_file}")
     return n
-
-
-def check_embedding_files(input_file: str, output_file: str) -> None:
-    """An embedding model writes one .npy row per line: numpy would rename an output without .npy, and a blank
-    line would have no row (the rows would no longer line up with the lines), so both are refused up front."""
-    from bertorch.data.readers import DataError
-    from bertorch.predictors.base import input_lines
-
-    if not output_file.endswith(".npy"):
-        raise UsageError(f"--output_file {output_file}: an embedding model writes a numpy array; name the file "
-                         f"with .npy (numpy would otherwise write {output_file}.npy)")
-    blank = next((number for number, line in input_lines(input_file) if not line), None)
-    if blank is not None:
-        raise DataError(input_file, blank, "blank line: an embedding model writes one .npy row per line, so every "
-                                           "line needs a text")

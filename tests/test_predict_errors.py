@@ -14,6 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoModelForTokenCl
 
 import export_onnx
 from bertorch import predict
+from bertorch.predict import Predictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -122,8 +123,9 @@ def test_blank_input_lines_keep_the_output_lined_up(dirs, tmp_path):
 def test_an_embedding_array_is_written_to_exactly_the_path_given(dirs, tmp_path):
     path = run_predict(dirs["encoder"], tmp_path, "很好\n太差\n", "vectors.npy")
     assert np.load(path).shape == (2, 32) and sorted(os.listdir(tmp_path)) == ["in.txt", "vectors.npy"]
-    with pytest.raises(SystemExit, match=r"^error: --output_file .*vectors: .*name the file with \.npy"):
-        run_predict(dirs["encoder"], tmp_path, "很好\n", "vectors")
-    assert not (tmp_path / "vectors").exists() and not (tmp_path / "vectors.npy.npy").exists()
+    other = run_predict(dirs["encoder"], tmp_path, "很好\n", "vectors")  # no .npy: still exactly that file
+    assert np.load(other).shape == (1, 32) and not (tmp_path / "vectors.npy.npy").exists()
+    assert Predictor.from_pretrained(dirs["encoder"]).predict_file(str(tmp_path / "in.txt"), str(tmp_path / "lib")) == 1
+    assert np.load(tmp_path / "lib").shape == (1, 32)  # the library call writes where it is told, too
     with pytest.raises(SystemExit, match=r"^error: .*in\.txt:2: blank line: an embedding model writes one \.npy row"):
         run_predict(dirs["encoder"], tmp_path, "很好\n\n太差\n", "v2.npy")

@@ -13,10 +13,10 @@ from typing import Sequence
 
 import numpy as np
 
-from bertorch.data.sentence import read_sentences
+from bertorch.data.readers import DataError
 from bertorch.errors import UsageError
 from bertorch.predictors.backends import TorchBackend, onnx_predictor
-from bertorch.predictors.base import Predictor
+from bertorch.predictors.base import Predictor, input_lines
 
 DEFAULT_POOLING = "mean"  # for plain encoders without sentence_pooling.json (m3e, text2vec, ...)
 
@@ -87,11 +87,19 @@ class SentenceEncoder(Predictor):
 
     def predict_file(self, input_file: str, output_file: str, batch_size: int = 64, normalize: bool = True,
                      dimensions: int | None = None, **kwargs) -> int:
-        """One sentence a line -> a `.npy` array `(lines, E)` in file order; returns the number of lines.
-        (Options of other predictors, such as return_probs, are ignored.)"""
-        texts = [e.text_a for e in read_sentences(input_file)]
-        np.save(output_file, self.encode(texts, batch_size, normalize, dimensions))
-        return len(texts)
+        """One sentence a line -> a `.npy` array `(lines, E)`, row i for line i, written to exactly `output_file`
+        (numpy would add `.npy` to a name without it); returns the number of lines. A blank line would have no
+        row, so it is refused with its line number. (Options of other predictors, such as return_probs, are
+        ignored.)"""
+        lines = input_lines(input_file)
+        blank = next((number for number, line in lines if not line), None)
+        if blank is not None:
+            raise DataError(input_file, blank, "blank line: an embedding model writes one .npy row per line, so "
+                                               "every line needs a text")
+        vectors = self.encode([line for _, line in lines], batch_size, normalize, dimensions)
+        with open(output_file, "wb") as f:
+            np.save(f, vectors)
+        return len(lines)
 
 
 def check_dimensions(dimensions: int | None, size: int) -> None:
