@@ -4,6 +4,7 @@
 #             python -m bertorch.data.fetch NAME --data_dir DIR adds the big sets)
 #   NPROC     processes per run; > 1 launches torchrun
 #   EPOCHS, MAX_STEPS, BATCH_SIZE, MAX_SEQ_LENGTH   training budget (EPOCHS and LR override every row's recipe)
+#   EXTRA_ARGS  more flags for every training run of the script, e.g. EXTRA_ARGS="--ema_decay 0.99" (with SWEEP=)
 #   OUT       where runs go (default: outputs/<script>)
 #   RESULTS   where the tables go, as <script>.{md,json} (default: results/, which the README shows)
 #   QUICK=1   tiny random model (built once in TINY_MODEL), a few steps per run on 200 training / 100 dev
@@ -62,7 +63,7 @@ budget_args() {  # budget_args [EPOCHS LR]: the budget flags alone (distillation
     local epochs=${EPOCHS:-${1:-3}} lr=${LR:-${2:-5e-5}}
     echo --data_dir "$DATA_DIR" --epochs "$epochs" --learning_rate "$lr" \
         --max_steps "$MAX_STEPS" --batch_size "$BATCH_SIZE" --max_seq_length "$MAX_SEQ_LENGTH" \
-        --overwrite_output_dir --save_steps 0 --logging_steps 50 "${SAMPLES[@]}"
+        --overwrite_output_dir --save_steps 0 --logging_steps 50 "${SAMPLES[@]}" ${EXTRA_ARGS:-}
 }
 
 have() {  # have FILE: true if the data file exists, else say which split is missing
