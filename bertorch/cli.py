@@ -22,6 +22,7 @@ from bertorch import distributed as D
 from bertorch import errors
 from bertorch.adversarial import ADVERSARIAL_METHODS
 from bertorch.logging import setup_logging
+from bertorch.model_dir import remove_leftovers
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
 from bertorch.optim import SCHEDULERS
 
@@ -314,6 +315,9 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
     with reported_errors():
         try:
             check_output_dir(args)
+            if env.is_main:  # what a crash while saving left behind (models are swapped in whole: model_dir.py)
+                for path in remove_leftovers(args.saved_dir):
+                    logger.info(f"removed {path}, left by an interrupted save")
             D.barrier()  # every rank checks before rank 0 writes anything there
             set_seed(args.seed)
             task = task_cls(args, env)

@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Callable, Iterator
 
+from bertorch import atomic_dirs
 from bertorch.errors import ModelError
 
 TASK_FILE = "bertorch.json"
@@ -88,25 +90,27 @@ def _write_json(path: str, obj: dict) -> None:
 
 
 # -- writing a directory so that readers see the old one or the new one, never a mix ------------------------
+# Written files and the directories beside them are swapped in whole (bertorch/atomic_dirs.py: RENAME_EXCHANGE, else
+# two renames); a crash leaves temporary directories that remove_leftovers deletes at the next start.
+# Names a model directory's own files match: what an older model leaves behind when a newer one is written into its
+# directory, and is not carried over (new weights beside an old head or ONNX export would be a mix).
+_MODEL_FILE = re.compile(r"^(config\.json|generation_config\.json|.*\.safetensors(\.index\.json)?|pytorch_model.*\.bin|"
+                         r"model(_int8)?\.onnx)$")
+_MODEL_FILES = {TASK_FILE, MULTITASK_FILE, *SIDECAR_FILES}
+
+
 @contextlib.contextmanager
 def atomic_directory(final_dir: str) -> Iterator[str]:
-    """Yield a temporary sibling directory; on success it takes the place of `final_dir`: one rename, or two
-    when `final_dir` exists (the old directory is renamed away first, then deleted)."""
-    parent = os.path.dirname(os.path.abspath(final_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.tmp-", dir=parent)
+    """Yield a temporary sibling directory; on success it takes the place of `final_dir` in one step."""
+    os.makedirs(os.path.dirname(os.path.abspath(final_dir)), exist_ok=True)
+    tmp = atomic_dirs.sibling(final_dir)
     try:
         yield tmp
+        atomic_dirs.publish_modes(tmp, like=final_dir)
+        atomic_dirs.replace_directory(tmp, final_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if os.path.exists(final_dir):
-        trash = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.old-", dir=parent)
-        os.replace(final_dir, os.path.join(trash, "old"))
-        os.replace(tmp, final_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final_dir)
 
 
 def save_directory(final_dir: str, write: Callable[[str], None]) -> None:
@@ -116,20 +120,68 @@ def save_directory(final_dir: str, write: Callable[[str], None]) -> None:
 
 
 def save_into(directory: str, write: Callable[[str], None]) -> None:
-    """Write model files into an existing directory that holds other things (logs, checkpoints).
+    """Write model files into a directory that holds other things too (logs, checkpoints, best/).
 
-    Files are written to a temporary directory first and moved in one by one with config.json last:
-    a crash midway leaves a directory transformers refuses to load, never a mix it would load.
+    A new copy of the whole directory is built beside it -- the new model's files, every other entry hard-linked (no
+    data copied), the old model's files left out -- and exchanged with it in one step, so a reader finds the complete
+    old or the complete new model. Where that cannot be done (no RENAME_EXCHANGE, no hard links, `directory` is a
+    mount point or holds the working directory, its parent is read-only), the files are moved in one by one, the old
+    config.json deleted first and the new one moved in last: a crash midway leaves a directory transformers refuses
+    to load, never a mix it would load.
     """
     os.makedirs(directory, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".model.tmp-", dir=directory)
+    target = os.path.realpath(directory)
+    tmp = _whole_copy_beside(target)
+    swap = tmp is not None
+    tmp = tmp or tempfile.mkdtemp(prefix=".model.tmp-", dir=target)
     try:
         write(tmp)
-        names = sorted(os.listdir(tmp), key=lambda n: n == "config.json")
-        for name in names:
-            target = os.path.join(directory, name)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            os.replace(os.path.join(tmp, name), target)
+        written = set(os.listdir(tmp))
+        atomic_dirs.publish_modes(tmp, like=target)
+        if swap and _link_the_rest(target, tmp, written) and atomic_dirs.exchange(tmp, target):
+            return  # `tmp` now names the old directory, deleted below
+        _move_in(tmp, target, written)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _whole_copy_beside(target: str) -> str | None:
+    """An empty sibling of `target` to build its new copy in, or None where swapping `target` cannot work."""
+    cwd = os.path.realpath(os.getcwd())
+    if os.path.ismount(target) or cwd == target or cwd.startswith(target + os.sep):
+        return None  # a mount point cannot be renamed; a working directory would be left behind in the old copy
+    try:
+        return atomic_dirs.sibling(target)
+    except OSError:
+        return None
+
+
+def _link_the_rest(target: str, tmp: str, written: set[str]) -> bool:
+    """Hard-link into `tmp` what `target` holds besides its model (and leftovers); False where links fail."""
+    manifest = read_multitask_manifest(target) or {}
+    parts = {os.path.normpath(t["directory"]) for t in manifest.get("tasks", {}).values() if "directory" in t}
+    try:
+        for name in os.listdir(target):
+            if name in written or name in _MODEL_FILES or name in parts or _MODEL_FILE.match(name) \
+                    or atomic_dirs.LEFTOVER.match(name):
+                continue
+            atomic_dirs.link_tree(os.path.join(target, name), os.path.join(tmp, name))
+    except OSError:
+        return False
+    return True
+
+
+def _move_in(tmp: str, target: str, names: set[str]) -> None:
+    """The fallback: file by file, the old config.json out first and the new one in last."""
+    if "config.json" in names and os.path.exists(os.path.join(target, "config.json")):
+        os.remove(os.path.join(target, "config.json"))
+    for name in sorted(names, key=lambda n: n == "config.json"):
+        destination = os.path.join(target, name)
+        if os.path.isdir(destination) and not os.path.islink(destination):
+            shutil.rmtree(destination)
+        os.replace(os.path.join(tmp, name), destination)
+
+
+def remove_leftovers(directory: str) -> list[str]:
+    """What a crash while saving left in (or beside) `directory`, deleted; run at the start of every run."""
+    return atomic_dirs.remove_leftovers(directory)
