@@ -164,7 +164,7 @@ def case_rows(case_name: str, runs: dict, steps: int, examples: int) -> list[dic
     for program, rs in runs.items():
         s = summary(rs)
         rows.append({"case": case_name, "program": LABELS[program], "wall (s)": round(s["wall"], 1),
-                     "x wall (orig/this)": f"{base['wall'] / s['wall']:.2f}x", "step/s": round(s["speed"], 3),
+                     "x wall (orig/this)": f"{base['wall'] / s['wall']:.2f}x", "step/s (log)": round(s["speed"], 3),
                      "x step/s (this/orig)": f"{s['speed'] / base['speed']:.2f}x", "peak RSS (GB)": round(s["rss"], 2),
                      "x RSS (this/orig)": f"{s['rss'] / base['rss']:.2f}x", "start-up (s)": round(s["startup"], 1),
                      "steps": steps, "_examples": examples, "_runs": rs})
