@@ -67,6 +67,20 @@ def read_task_info(model_dir: str) -> dict:
     return {"task": "sentence_embedding"}
 
 
+def saved_label_order(model_dir: str) -> list[str] | None:
+    """A saved classifier's or tagger's labels in id order (config.json's id2label); None for a path that is no
+    directory, or a config without labels of its own (transformers' default LABEL_0, LABEL_1, ...)."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        id2label = json.load(f).get("id2label") or {}
+    labels = [id2label.get(str(i)) for i in range(len(id2label))]
+    if None in labels or labels == [f"LABEL_{i}" for i in range(len(labels))]:
+        return None
+    return labels
+
+
 def write_task_info(directory: str, info: dict) -> None:
     _write_json(os.path.join(directory, TASK_FILE), info)
 

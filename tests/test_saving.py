@@ -44,8 +44,8 @@ def models(tiny_bert, sentiment_files, tmp_path_factory):
 
 
 def model_files(directory) -> dict[str, bytes]:
-    names = set(MODEL_NAMES) | {"model.onnx"}
-    return {n: open(os.path.join(directory, n), "rb").read() for n in names if os.path.exists(os.path.join(directory, n))}
+    paths = {n: os.path.join(directory, n) for n in (*MODEL_NAMES, "model.onnx")}
+    return {n: open(p, "rb").read() for n, p in paths.items() if os.path.exists(p)}
 
 
 def predictions(directory):

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 from loguru import logger
 
-from bertorch.data.readers import TextExample, read_classification, read_labels
+from bertorch.data.readers import DataError, TextExample, read_classification, read_labels
 from bertorch.metrics import classification_metrics
+from bertorch.model_dir import saved_label_order
 from bertorch.models.classifier import SequenceClassifier
 from bertorch.tasks.base import Task, accuracy_stats
 
@@ -44,6 +46,28 @@ def tokenize_examples(tokenizer, examples: list[TextExample], max_length: int) -
     return features, truncated
 
 
+def labels_of_evaluated_model(task: Task, labels: list[str], label_file: str) -> list[str]:
+    """--no-do_train: a saved model predicts the ids of its own id2label, so labels.txt's labels are scored in the
+    model's order (a warning says so when they differ), and a label the model lacks is an error. Training (or
+    weights from a file, which has no id2label): labels.txt's order."""
+    a = task.args
+    if task.do_train or (a.init_from_ckpt and not os.path.isdir(a.init_from_ckpt)):
+        return labels
+    model = a.init_from_ckpt or a.pretrained_model_name_or_path
+    order = saved_label_order(model)
+    if order is None or order == labels:
+        return labels
+    missing = [label for label in labels if label not in order]
+    if missing:
+        raise DataError(label_file, None, f"label not among the {len(order)} labels of the evaluated model {model} "
+                                          f"(its id2label: {order})", missing[0])
+    extra = [label for label in order if label not in labels]
+    logger.warning(f"{label_file} lists the labels as {labels}, the evaluated model {model} as {order} (its "
+                   f"id2label): scored in the model's order, the one its predictions use"
+                   + (f", with its labels {extra} that {label_file} lacks" if extra else ""))
+    return order
+
+
 class ClassificationTask(Task):
     name = "classification"
     required_flags = ("label_file",)
@@ -58,7 +82,8 @@ class ClassificationTask(Task):
 
     def setup(self) -> None:
         args = self.args
-        self.labels = read_labels(self.data_path(args.label_file))
+        label_file = self.data_path(args.label_file)
+        self.labels = labels_of_evaluated_model(self, read_labels(label_file), label_file)
         train, dev = (self.read_split(split, lambda path: read_classification(path, self.labels, args.is_text_pair))
                       for split in ("train", "dev"))
         self.tokenizer = self.load_tokenizer(args.pretrained_model_name_or_path)

@@ -23,6 +23,7 @@ from bertorch.models.tagger import Tagger, decode_document
 from bertorch.model_dir import SPAN_HEADS
 from bertorch.tagging import SCHEMES
 from bertorch.tasks.base import Task
+from bertorch.tasks.classification import labels_of_evaluated_model
 from bertorch.tasks.span_ner import SpanNerTask, add_head_args, check_doc_stride, check_head_args, head_of
 
 
@@ -72,6 +73,7 @@ class NerTask(Task):
         label_file = self.data_path(a.label_file)
         self.labels = read_labels(label_file)
         self.scheme = self.check_scheme(label_file)
+        self.labels = labels_of_evaluated_model(self, self.labels, label_file)
         check_doc_stride(a)
         train, dev = (self.read_split(split, lambda path: read_tagged(path, self.labels)) for split in ("train", "dev"))
         self.tokenizer = self.load_tokenizer(a.pretrained_model_name_or_path)
