@@ -70,7 +70,7 @@ def timed_predictions(jobs: Sequence[tuple[nn.Module, Sequence[dict], Callable]]
     for model, features, collate, batches in plans:
         run(model, features, collate, batches[0])  # warm-up (allocator, kernel selection) outside the clock
     found, seconds = [[] for _ in plans], [0.0] * len(plans)
-    for step in range(max(len(p[3]) for p in plans)):
+    for step in range(max((len(p[3]) for p in plans), default=0)):  # no dev file: nothing to time
         for k, (model, features, collate, batches) in enumerate(plans):
             if step < len(batches):
                 tic = time.perf_counter()
