@@ -28,6 +28,7 @@ from bertorch.distill.student import LAYER_SELECTIONS, prepare_student
 from bertorch.errors import ModelError, UsageError
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
 from bertorch.losses.distillation import KD_LOSSES, TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES
+from bertorch.model_dir import TASK_FILE
 from bertorch.tasks.base import Task
 from bertorch.tasks.classification import ClassificationTask, tokenize_examples
 from bertorch.tasks.ner import NerTask
@@ -129,6 +130,7 @@ class DistillTask(Task):
             if info["task"] != self.teacher_task:
                 raise ModelError(f"--teacher_model_dir {d} holds a {info['task']!r} model, "
                                  f"not one for --task {self.kind}")
+            self.check_teacher_inputs(d, info)
         self.hard_loss = self.student_loss(infos[0])
         self.inner = self.build_inner()
         self.name, self.metric_for_best = f"distill {self.kind}", self.inner.metric_for_best
@@ -174,6 +176,9 @@ class DistillTask(Task):
         if a.matches and len(a.teacher_model_dir) > 1:
             raise UsageError("intermediate --matches need a single --teacher_model_dir (several teachers are "
                              "combined through their soft labels only)")
+
+    def check_teacher_inputs(self, directory: str, info: dict) -> None:
+        """Refuse, at start-up, a teacher trained on other inputs than this run feeds it (bertorch.json says)."""
 
     def student_loss(self, teacher_info: dict) -> str:
         """The student's hard-label loss: --hard_label_loss, else --loss_type."""
@@ -316,6 +321,18 @@ class ClassificationDistillTask(DistillTask):
     def add_kind_args(cls, group) -> None:
         group.add_argument("--allow_different_tokenizers", action="store_true",
                            help="tokenise every text for the teacher and the student (vocabularies differ)")
+
+    def check_teacher_inputs(self, directory: str, info: dict) -> None:
+        """A text-pair teacher scores pairs: distilled on single texts (or the other way round) its soft labels are
+        those of inputs it never saw, and nothing would say so."""
+        if "is_text_pair" not in info or bool(info["is_text_pair"]) == self.args.is_text_pair:  # (a transformers dir)
+            return
+        if self.args.is_text_pair:
+            raise ModelError(f"--teacher_model_dir {directory} was trained on single texts, but --is_text_pair "
+                             f"distils text pairs: drop --is_text_pair, or distil a teacher trained on pairs")
+        raise ModelError(f"--teacher_model_dir {directory} was trained on text pairs (is_text_pair in its "
+                         f"{TASK_FILE}), but this run distils single texts: add --is_text_pair and give "
+                         f"text_a\\ttext_b\\tlabel data")
 
     def add_teacher_inputs(self) -> None:
         """A teacher with another tokenizer (classification only) gets its own tokenisation of every text."""
