@@ -185,7 +185,10 @@ MINIMUMS = {"batch_size": 1, "gradient_accumulation_steps": 1, "eval_batch_size"
             "max_eval_samples": 1, "adv_steps": 1, "max_steps": -1, "epochs": 0, "logging_steps": 0, "eval_steps": 0,
             "save_steps": 0, "save_total_limit": 0, "num_workers": 0, "checkpoint_above_tokens": 0,
             "max_grad_norm": 0, "weight_decay": 0, "adv_epsilon": 0, "adv_alpha": 0, "label_smoothing": 0,
-            "focal_gamma": 0}
+            "focal_gamma": 0,
+            # flags of some tasks only (checked where a script has them): taggers, distillation
+            "crf_learning_rate": 0, "doc_stride": 0, "max_aux_examples": 1, "student_layers": 1,
+            "student_hidden_size": 1, "kd_loss_weight": 0, "hard_label_weight": 0}
 
 
 def check_minimums(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

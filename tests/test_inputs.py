@@ -128,3 +128,17 @@ def test_a_non_empty_saved_dir_is_still_refused_without_overwrite(tiny_bert, sen
     (tmp_path / "out" / "config.json").write_text("{}")
     assert "already exists and is not empty; pass --overwrite_output_dir" in start_up_error(
         classifier_run(tiny_bert, sentiment_files, tmp_path / "out"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max_aux_examples", "0"], "--max_aux_examples must be at least 1, got 0"),
+    (["--student_layers", "0"], "--student_layers must be at least 1, got 0"),
+    (["--kd_loss_weight=-1"], "--kd_loss_weight cannot be negative, got -1.0"),
+    (["--hard_label_weight=-0.5"], "--hard_label_weight cannot be negative, got -0.5"),
+    (["--task", "sequence_labeling", "--crf_learning_rate=-1e-3"], "--crf_learning_rate cannot be negative, got -0.001"),
+])
+def test_task_counts_are_checked_where_a_script_has_them(capsys, argv, message):
+    from bertorch.distill_command import task_class
+
+    full = ["--teacher_model_dir", "t", *argv]
+    assert parse_error(capsys, full, task=task_class(full)).endswith("error: " + message)
