@@ -135,7 +135,8 @@ def test_a_non_empty_saved_dir_is_still_refused_without_overwrite(tiny_bert, sen
     (["--student_layers", "0"], "--student_layers must be at least 1, got 0"),
     (["--kd_loss_weight=-1"], "--kd_loss_weight cannot be negative, got -1.0"),
     (["--hard_label_weight=-0.5"], "--hard_label_weight cannot be negative, got -0.5"),
-    (["--task", "sequence_labeling", "--crf_learning_rate=-1e-3"], "--crf_learning_rate cannot be negative, got -0.001"),
+    (["--task", "sequence_labeling", "--crf_learning_rate=-1e-3"],
+     "--crf_learning_rate cannot be negative, got -0.001"),
 ])
 def test_task_counts_are_checked_where_a_script_has_them(capsys, argv, message):
     from bertorch.distill_command import task_class
