@@ -11,8 +11,8 @@ Training (tasks, distillation), prediction and ONNX export all read these names 
     multitask.json          MULTITASK_FILE: a multi-task student; one model directory per task inside
     model.onnx              ONNX_NAME (and INT8_NAME) in an export directory, beside copies of the files above
 
-Only the standard library and transformers (for directories without bertorch.json) are imported, so every
-layer can depend on this module.
+Only the standard library, atomic_dirs.py (the directory swaps, standard library only) and transformers (for
+directories without bertorch.json) are imported, so every layer can depend on this module.
 """
 from __future__ import annotations
 
