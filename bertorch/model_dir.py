@@ -53,8 +53,15 @@ def read_task_info(model_dir: str) -> dict:
     """bertorch.json if present; else inferred from config.architectures (plain transformers dirs)."""
     path = os.path.join(model_dir, TASK_FILE)
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        try:
+            with open(path, encoding="utf-8-sig") as f:
+                info = json.load(f)
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise ModelError(f"{path}: not a readable {TASK_FILE} ({e}); re-save the model, or remove the file to "
+                             f"load the directory as a plain transformers model") from None
+        if not isinstance(info, dict) or "task" not in info:
+            raise ModelError(f"{path}: {TASK_FILE} must be an object with a \"task\" key")
+        return info
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise ModelError(f"{model_dir}: not a model directory (no config.json)")
     from transformers import AutoConfig

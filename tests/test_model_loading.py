@@ -150,3 +150,12 @@ def test_max_seq_length_past_the_position_embeddings_is_refused_naming_both_numb
     os.remove(os.path.join(short, "bertorch.json"))  # a plain transformers directory: the most it takes
     assert Predictor.from_pretrained(short).max_length == 32
     assert train(short, sentiment_files, tmp_path, "--max_seq_length", "32")["global_step"] == 1
+
+
+@pytest.mark.parametrize("content", ['{"task": "classification"', "[1, 2]", "\xff\xfe garbage"])
+def test_a_damaged_task_file_is_one_model_error_naming_it(tmp_path, content):
+    from bertorch.model_dir import TASK_FILE, read_task_info
+
+    (tmp_path / TASK_FILE).write_bytes(content.encode("latin-1"))
+    with pytest.raises(ModelError, match=rf"{TASK_FILE}"):
+        read_task_info(str(tmp_path))
