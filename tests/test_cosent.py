@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from bertorch.models.biencoder import BiEncoder, CoSENTHead, ContrastiveHead
 from bertorch.predictors.encoder import SentenceEncoder
 from conftest import NEGATIVE, POSITIVE
 from run_sentencebert import main as sbert_main
-from test_gather_negatives import N_PER_RANK, TIMEOUT, WORLD, make_batch
+from test_gather_negatives import N_PER_RANK, TIMEOUT, WORLD, make_batch, run_ranks
 
 TEXTS = POSITIVE + NEGATIVE
 
@@ -123,17 +122,7 @@ def _worker(rank: int, init_file: str, model_dir: str, out_dir: str) -> None:
 
 
 def test_two_ranks_equal_one_process_on_the_concatenated_batch(tiny_bert, tmp_path):
-    import torch.multiprocessing as mp
-
-    context = mp.start_processes(_worker, args=(str(tmp_path / "rendezvous"), tiny_bert, str(tmp_path)),
-                                 nprocs=WORLD, join=False, start_method="fork")
-    deadline = time.monotonic() + TIMEOUT
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the {WORLD} ranks did not finish within {TIMEOUT} s")
-    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    per_rank = run_ranks(_worker, tiny_bert, tmp_path)
     for case in CASES:
         model = make_model(tiny_bert, case)
         ref_loss, ref_grads = loss_and_grads(model, global_batch(model.backbone.config.vocab_size))

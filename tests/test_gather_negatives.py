@@ -85,10 +85,12 @@ def _worker(rank: int, init_file: str, model_dir: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def test_gathered_negatives_equal_one_process_on_concatenated_batch(tiny_bert, tmp_path):
+def run_ranks(worker, tiny_bert: str, tmp_path) -> list:
+    """`worker(rank, rendezvous, tiny_bert, out_dir)` on WORLD forked gloo ranks; each saves rank<r>.pt in
+    out_dir, returned in rank order. A rank that hangs fails the test after TIMEOUT s instead of the suite."""
     import torch.multiprocessing as mp
 
-    context = mp.start_processes(_worker, args=(str(tmp_path / "rendezvous"), tiny_bert, str(tmp_path)),
+    context = mp.start_processes(worker, args=(str(tmp_path / "rendezvous"), tiny_bert, str(tmp_path)),
                                  nprocs=WORLD, join=False, start_method=START_METHOD)
     deadline = time.monotonic() + TIMEOUT
     while not context.join(timeout=1):
@@ -96,7 +98,11 @@ def test_gathered_negatives_equal_one_process_on_concatenated_batch(tiny_bert, t
             for process in context.processes:
                 process.kill()
             pytest.fail(f"the {WORLD} ranks did not finish within {TIMEOUT} s")
-    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+def test_gathered_negatives_equal_one_process_on_concatenated_batch(tiny_bert, tmp_path):
+    per_rank = run_ranks(_worker, tiny_bert, tmp_path)
     model = make_model(tiny_bert)
     vocab = model.backbone.config.vocab_size
     for case, (symmetric, text_ids) in CASES.items():
