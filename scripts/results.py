@@ -29,6 +29,12 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def machine() -> str:
+    """The CPU and its core count, shortened: "Intel Xeon, 2 cores"."""
+    name = cpu_name().replace("(R)", "").replace("(TM)", "").replace(" Processor", "").replace(" CPU", "")
+    return f"{' '.join(name.split())}, {os.cpu_count()} cores"
+
+
 def load(name: str) -> dict:
     path = os.path.join(RESULTS_DIR, f"{name}.json")
     if os.path.exists(path):
@@ -64,13 +70,17 @@ def add(args) -> None:
             row.setdefault("epochs", recipe["epochs"])
         if "learning_rate" in recipe:  # "1e-4", not a score's 4 decimals
             row.setdefault("lr", f"{recipe['learning_rate']:.0e}".replace("e-0", "e-"))
+    curve = read_curve(args.run, args.metric[0].split("=", 1)[1]) if args.run and args.metric and trained else []
+    if curve:  # the dev curve of the row's first metric, what scripts/plot_results.py draws
+        row["_curve"] = curve
     if "global_step" in values and trained:  # each row states its own budget: partial reruns mix budgets in one table
         row.setdefault("steps", values["global_step"])
     if "train_seconds" in values and trained:
         row.setdefault("train time (s)", round(values["train_seconds"]))
+    row["_machine"] = machine()  # rows of one table may come from different machines (reruns of a few rows)
     table["rows"] = [r for r in table["rows"] if any(r.get(k) != v for k, v in identity.items())]
     table["rows"].append(row)
-    table["meta"] = {"hardware": f"{cpu_name()}, {os.cpu_count()} cores", "model": os.environ.get("MODEL", ""),
+    table["meta"] = {"hardware": machine(), "model": os.environ.get("MODEL", ""),
                      "batch_size": os.environ.get("BATCH_SIZE", ""),
                      "max_seq_length": os.environ.get("MAX_SEQ_LENGTH", ""),
                      "quick": os.environ.get("QUICK", "0"), "date": time.strftime("%Y-%m-%d")}
@@ -100,6 +110,17 @@ def read_recipe(run_dir: str) -> dict:
     return recipe
 
 
+def read_curve(run_dir: str, key: str) -> list[list]:
+    """[[step, value], ...] of the dev evaluations in the run's metrics.jsonl for a results key such as
+    best_f1 or final_word_f1 (the metric without its best_/final_ prefix)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    metric = key.split("_", 1)[1] if key.startswith(("best_", "final_")) else key
+    if not os.path.exists(path):
+        return []
+    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    return [[r["step"], round(r[metric], 4)] for r in rows if r.get("kind") == "eval" and metric in r]
+
+
 def cell(value) -> str:
     """Scores (below 1) keep 4 decimals; speeds, ratios and times keep 3 significant figures or whole units;
     big counts get thousands separators."""
@@ -117,8 +138,15 @@ def render(args) -> str:
     for row in table["rows"]:
         columns += [c for c in row if c not in columns]
     columns = [c for c in columns if not c.startswith("_")]  # "_" columns only identify rows
-    columns.sort(key=lambda c: c in BUDGET_COLUMNS)  # measurements first, recipe, budget and cost last
+    # measurements first (in their order), then recipe, budget and cost in BUDGET_COLUMNS' order
+    columns.sort(key=lambda c: BUDGET_COLUMNS.index(c) + 1 if c in BUDGET_COLUMNS else 0)
     meta = table.get("meta", {})
+    machines = {r.get("_machine", meta.get("hardware", "?")) for r in table["rows"]}
+    if len(machines) > 1:  # say per row where it was measured
+        for row in table["rows"]:
+            row["machine"] = row.get("_machine", meta.get("hardware", "?"))
+        columns.append("machine")
+        meta = {**meta, "hardware": " / ".join(sorted(machines))}
     lines = [f"<!-- written by scripts/results.py from results/{args.name}.json -->",
              f"Measured on {meta.get('hardware', '?')}; model `{os.path.basename(meta.get('model', '').rstrip('/'))}`; "
              f"batch {meta.get('batch_size', '?')}, max length {meta.get('max_seq_length', '?')}; {meta.get('date', '')}"

@@ -35,6 +35,8 @@ def build_section() -> str:
     parts = []
     if os.path.exists(os.path.join(RESULTS, "summary.png")):
         parts.append("![results](results/summary.png)\n")
+    if os.path.exists(os.path.join(RESULTS, "dev_curves.png")):  # scripts/plot_results.py, from the rows' curves
+        parts.append("![dev curves](results/dev_curves.png)\n")
     for name in ORDER:
         path = os.path.join(RESULTS, f"{name}.md")
         if not os.path.exists(path):

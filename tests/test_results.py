@@ -61,6 +61,22 @@ def test_the_figure_was_drawn_from_the_current_result_files():
                                                "tables: run scripts/plot_results.py")
 
 
+def test_the_dev_curves_were_drawn_from_the_current_tables():
+    plot = script("plot_results")
+    recorded = png_text(os.path.join(RESULTS, "dev_curves.png")).get("Source")
+    assert recorded == plot.source_digests(RESULTS, plot.CURVE_SOURCES), (
+        "results/dev_curves.png was drawn from other result files than the tables: run scripts/plot_results.py")
+
+
+def test_a_row_keeps_the_dev_curve_of_its_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"kind": "train", "step": 5, "loss": 1.0}, {"kind": "eval", "step": 10, "word_f1": 0.512345, "f1": 0.1},
+        {"kind": "eval", "step": 20, "word_f1": 0.7}]) + "\n")
+    assert script("results").read_curve(str(run), "best_word_f1") == [[10, 0.5123], [20, 0.7]]
+
+
 def test_a_changed_result_file_makes_the_figure_stale(tmp_path):
     plot = script("plot_results")
     for name in plot.SOURCES:
