@@ -17,8 +17,8 @@ MODEL=$("$PYTHON" -m bertorch.pretrained)   # ~/.cache/bertorch/m3e-small (non-c
 "$PYTHON" run_classifier.py --pretrained_model_name_or_path "$MODEL" \
     --train_data_file chnsenticorp/train.tsv --dev_data_file chnsenticorp/dev.tsv \
     --label_file chnsenticorp/labels.txt --saved_dir "$OUT" --overwrite_output_dir \
-    --epochs "$EPOCHS" --max_steps "$MAX_STEPS" --batch_size 32 --learning_rate 5e-5 --warmup_proportion 0.1 \
-    --save_steps 100 --logging_steps 20 --save_best_model
+    --epochs "$EPOCHS" --max_steps "$MAX_STEPS" --batch_size 32 --learning_rate 1e-4 --warmup_proportion 0.1 \
+    --weight_decay 0.01 --save_steps 100 --logging_steps 20 --save_best_model  # ChnSentiCorp's recipe, 1 epoch
 
 printf '%s\n' "这家酒店的服务非常周到，房间也很干净" "屏幕有坏点，客服态度很差，不推荐购买" \
     "书的内容一般，不过物流很快" > "$OUT/examples.txt"
