@@ -61,22 +61,24 @@ def add(args) -> None:
         if value is None:
             raise SystemExit(f"{source}: no value for {key!r} (have: {', '.join(values)})")
         row[column] = round(value, 4) if isinstance(value, float) else value
-    recipe = read_recipe(args.run) if args.run else {}
-    trained = recipe.pop("trained", True)
-    if recipe:
-        row["_recipe"] = recipe
-    if recipe and trained:  # each row says how it was trained: shown as epochs and lr, the rest kept in the JSON
-        if "epochs" in recipe and recipe.get("max_steps", -1) <= 0:  # a --max_steps budget: the steps column says it
-            row.setdefault("epochs", recipe["epochs"])
-        if "learning_rate" in recipe:  # "1e-4", not a score's 4 decimals
-            row.setdefault("lr", f"{recipe['learning_rate']:.0e}".replace("e-0", "e-"))
-    curve = read_curve(args.run, args.metric[0].split("=", 1)[1]) if args.run and args.metric and trained else []
-    if curve:  # the dev curve of the row's first metric, what scripts/plot_results.py draws
-        row["_curve"] = curve
-    if "global_step" in values and trained:  # each row states its own budget: partial reruns mix budgets in one table
-        row.setdefault("steps", values["global_step"])
-    if "train_seconds" in values and trained:
-        row.setdefault("train time (s)", round(values["train_seconds"]))
+    if args.run:  # a training run: every row of a table gets the same budget columns ("-" where there is none)
+        recipe = read_recipe(args.run)
+        trained = recipe.pop("trained", True)
+        by_epochs = trained and recipe.get("max_steps", -1) <= 0 and "epochs" in recipe  # else steps say it
+        lr = recipe.get("learning_rate")
+        row.setdefault("epochs", recipe["epochs"] if by_epochs else "-")
+        row.setdefault("lr", f"{lr:.0e}".replace("e-0", "e-") if trained and lr else "-")  # "1e-4", not 0.0001
+        row.setdefault("steps", values.get("global_step", "-") if trained else "-")
+        row.setdefault("train time (s)", round(values["train_seconds"]) if trained and "train_seconds" in values
+                       else "-")
+        row["_recipe"] = recipe  # the flags that decide the result and the command line, kept in the JSON
+        # the dev curve of the row's first metric, what scripts/plot_results.py draws
+        row["_curve"] = read_curve(args.run, args.metric[0].split("=", 1)[1]) if args.metric and trained else []
+    else:  # a --file row (a benchmark) states its budget when it has one
+        if "global_step" in values:
+            row.setdefault("steps", values["global_step"])
+        if "train_seconds" in values:
+            row.setdefault("train time (s)", round(values["train_seconds"]))
     row["_machine"] = machine()  # rows of one table may come from different machines (reruns of a few rows)
     table["rows"] = [r for r in table["rows"] if any(r.get(k) != v for k, v in identity.items())]
     table["rows"].append(row)
@@ -153,7 +155,8 @@ def render(args) -> str:
              + (" (QUICK mode: pipeline check, not real figures)" if meta.get("quick") == "1" else ""), "",
              "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in table["rows"]:
-        lines.append("| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |")
+        # a budget cell a row lacks (an evaluation-only row, a row from before recipes were kept) reads "-"
+        lines.append("| " + " | ".join(cell(row.get(c, "-" if c in BUDGET_COLUMNS else "")) for c in columns) + " |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(RESULTS_DIR, f"{args.name}.md"), "w", encoding="utf-8") as f:
         f.write(text)
