@@ -21,6 +21,7 @@ from loguru import logger
 from bertorch import distributed as D
 from bertorch import errors
 from bertorch.adversarial import ADVERSARIAL_METHODS
+from bertorch.argtypes import non_negative_float, open_unit_float
 from bertorch.logging import setup_logging
 from bertorch.model_dir import remove_leftovers
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
@@ -128,22 +129,6 @@ def add_rdrop_args(parser: argparse.ArgumentParser) -> None:
                    help="R-Drop: run each batch twice (two dropout masks) and add alpha x the symmetric KL between "
                         "the two predicted distributions to the loss (0 = off; the paper uses 0.1-5). About twice "
                         "the compute per step; with a CRF, on the emissions")
-
-
-def open_unit_float(text: str) -> float:
-    """argparse type: a float in (0, 1) (a decay)."""
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a float >= 0 (nan refused)."""
-    value = float(text)
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:
