@@ -197,25 +197,26 @@ class Trainer:
         return self.ema.model if self.ema is not None else self.raw_model
 
     def forward_loss(self, batch: dict):
-        """The model's output and training loss on `batch`; with --rdrop_alpha the batch runs twice in one
-        forward pass (two dropout masks) and the symmetric KL of the two predictions is added."""
+        """(output, training loss, the batch the output's rows belong to); with --rdrop_alpha that batch is
+        `batch` twice, run in one forward pass (two dropout masks), and the symmetric KL of the two predictions
+        is added to the loss."""
         if not self.rdrop_alpha:
             with self.autocast():
                 output = self.model(**batch)
-            return output, output.loss
+            return output, output.loss, batch
         batch = doubled_batch(batch)
         with self.autocast():
             output = self.model(**batch)
         logits, mask = self.task.rdrop_logits(batch, output)
         first, second = logits.chunk(2)
         kl = symmetric_kl(first, second, None if mask is None else mask.chunk(2)[0])
-        return output, output.loss + self.rdrop_alpha * kl
+        return output, output.loss + self.rdrop_alpha * kl, batch
 
     def train_micro_step(self, batch: dict, window_size: int, last_micro: bool, window: dict) -> None:
         def forward_loss() -> torch.Tensor:
             return self.forward_loss(batch)[1] / window_size
 
-        output, loss = self.forward_loss(batch)
+        output, loss, rows = self.forward_loss(batch)
         loss = loss / window_size
         self.backward(loss, sync=last_micro and self.adversary is None)
         if self.adversary is not None:
@@ -229,8 +230,7 @@ class Trainer:
         tokens = window.setdefault("tokens", [torch.zeros((), device=self.env.device), 0])
         tokens[0] += sum(m.sum() for m in masks)  # real tokens, summed on device: no host sync per step
         tokens[1] += sum(m.numel() for m in masks)  # tokens including padding
-        stats_batch = doubled_batch(batch) if self.rdrop_alpha else batch  # the labels of the output's rows
-        for name, (num, den) in self.task.train_stats(stats_batch, output).items():
+        for name, (num, den) in self.task.train_stats(rows, output).items():
             acc = window.setdefault(name, [torch.zeros((), device=self.env.device), 0.0])
             acc[0] += num.detach().float()
             acc[1] += den

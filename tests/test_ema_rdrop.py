@@ -48,7 +48,8 @@ def test_rdrop_loss_is_the_mean_loss_of_both_passes_plus_alpha_times_their_kl():
                            model=lambda **b: forward(**b),
                            task=SimpleNamespace(rdrop_logits=lambda batch, output: (output.logits, None)))
     torch.manual_seed(1)
-    _, loss = Trainer.forward_loss(fake, batch)
+    _, loss, rows = Trainer.forward_loss(fake, batch)
+    assert rows["x"].shape == (8, 6)  # the output's rows: the batch twice
     torch.manual_seed(1)
     logits = model(torch.cat([batch["x"], batch["x"]]))
     first, second = logits[:4], logits[4:]
