@@ -285,6 +285,19 @@ def reported_errors():
     return errors.reported_errors(TrainingDiverged)
 
 
+def exit_without_cleanup(message: str) -> None:
+    """Report `message` like any user-facing error and end the process at once, skipping interpreter shutdown.
+
+    After a collective timed out, the process group still has work queued for the stuck rank. Freeing it
+    deadlocks (seen 1 run in 2 under load, torch 2.13 + gloo): the main thread, holding the GIL, joins
+    ProcessGroupGloo's run-loop thread in its destructor while that thread waits for the GIL to free the
+    timed-out work. NCCL's own watchdog aborts the process for the same reason; so do we, after the log line."""
+    logger.error(message)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
 def run(task_cls, argv: Sequence[str] | None = None, description: str | None = None,
         after: Callable[[Any, dict], dict] | None = None) -> dict:
     """Parse flags, set up distribution, let the task build data and model, train (or, with --no-do_train,
@@ -293,7 +306,7 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
     `after(task, results)`, if given, runs on every rank once the process group is gone (rank-0 extras such as
     a report need no collectives), under the same error reporting; its return value is returned instead."""
     from bertorch.memory import tune_allocator
-    from bertorch.trainer import Trainer
+    from bertorch.trainer import RankTimeout, Trainer
 
     tune_allocator()  # before any data or model is allocated; a no-op off glibc
 
@@ -320,6 +333,8 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
                               indent=2, ensure_ascii=False)
             trainer = Trainer(task, trainer_args, env)
             results = trainer.train() if args.do_train else trainer.evaluate_only()
+        except RankTimeout as e:
+            exit_without_cleanup(str(e))
         finally:
             D.teardown()
         return after(task, results) if after is not None else results
