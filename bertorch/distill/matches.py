@@ -8,13 +8,13 @@ layer k (1..n) is `attentions[k - 1]`.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 
 from loguru import logger
 
 from bertorch.errors import UsageError
+from bertorch.jsonfile import read_json_file
 from bertorch.losses.distillation import ATTENTION_LOSSES, FEATURE_LOSSES, WIDTH_FREE_LOSSES
 
 FEATURES = ("hidden", "attention", "embedding")
@@ -112,11 +112,7 @@ def _match_from_dict(d: dict, where: str) -> Match:
 
 def load_matches_json(path: str) -> list[Match]:
     """A JSON file holding a list of Match objects (our keys or TextBrewer's)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            items = json.load(f)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}: not valid JSON ({e})") from None
+    items = read_json_file(path, "--matches")
     if not isinstance(items, list):
         raise UsageError(f"{path}: expected a JSON list of matches")
     return [_match_from_dict(d, f"{path}[{i}]") for i, d in enumerate(items)]

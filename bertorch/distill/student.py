@@ -11,7 +11,6 @@ learnt nothing in 300 steps on ChnSentiCorp (TinyBERT starts with general distil
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from bertorch.distill.matches import uniform_layer_map
 from bertorch.errors import ModelError, UsageError
+from bertorch.jsonfile import read_json_file
 from bertorch.model_dir import HEAD_WEIGHTS_NAME
 from bertorch.models.base import read_weights
 
@@ -149,11 +149,7 @@ def random_student(teacher_dir: str, config_json: str, dest: str, seed: int) -> 
     """
     import torch
 
-    try:
-        with open(config_json, encoding="utf-8") as f:
-            overrides = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"--student_model {config_json}: not a readable config JSON ({e})") from None
+    overrides = read_json_file(config_json, "--student_model", ModelError)
     teacher = AutoConfig.from_pretrained(teacher_dir)
     values = {**teacher.to_dict(), **overrides}
     for key in ("id2label", "label2id", "architectures", "num_labels"):  # the task sets its own head

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -39,6 +38,7 @@ from bertorch.distill.distiller import StepClock
 from bertorch.distill.multihead import ROWS, SEP, MultiTaskDistiller, split_batch
 from bertorch.distill.student import copy_teacher_layers, prepare_student
 from bertorch.errors import ModelError, UsageError
+from bertorch.jsonfile import read_json_file
 from bertorch.model_dir import read_task_info, write_multitask_manifest
 from bertorch.tasks.distill import DISTILL_TASKS, ClassificationDistillTask, DistillTask, NerDistillTask
 from bertorch.tasks.ner import NerTask
@@ -92,11 +92,7 @@ def parse_task_specs(values: Sequence[Sequence[str]]) -> list[TaskSpec]:
 
 
 def _read_json(path: str) -> list[dict]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            found = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"--task_spec {path}: not KEY=VALUE words nor a readable JSON file ({e})") from None
+    found = read_json_file(path, "--task_spec")
     found = found.get("tasks", found) if isinstance(found, dict) else found
     if not isinstance(found, list) or not all(isinstance(x, dict) for x in found):
         raise UsageError(f"--task_spec {path}: expected a JSON list of task objects (name, teacher, train, dev, ...)")
