@@ -13,10 +13,12 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2Config, GPT2Model
 
 import run_classifier
+import run_ner
 from bertorch.errors import ModelError
 from bertorch.models.base import read_weights
 from bertorch.models.loading import load_tokenizer
 from bertorch.predict import Predictor
+from test_ner import ner_args, ner_files  # noqa: F401  (fixture)
 
 LABELS = ["negative", "positive"]
 
@@ -112,6 +114,25 @@ def test_a_saved_head_of_another_label_count_says_what_it_holds_and_what_was_ask
         train(classifier_dir, {**sentiment_files, "labels": str(three)}, tmp_path)
     # the same label count trains (a warm start from the saved classifier)
     assert train(classifier_dir, sentiment_files, tmp_path, "--overwrite_output_dir")["global_step"] == 1
+
+
+def test_a_saved_model_of_another_task_or_head_is_refused_even_when_the_label_count_fits(
+        classifier_dir, tiny_bert, sentiment_files, ner_files, tmp_path):  # noqa: F811
+    # a tagger's Linear head has the shape of this classifier's: it would load as one, meaning nothing
+    with pytest.raises(SystemExit, match=r"^error: .*classifier' is a saved classification model, but this run "
+                                         r"builds a NER model with a linear head: .*--init_from_ckpt"):
+        run_ner.main(ner_args(classifier_dir, ner_files, tmp_path / "ner", "--max_steps", "1"))
+    assert not os.path.exists(tmp_path / "ner" / "config.json")
+    crf = copy_model(classifier_dir, tmp_path / "crf")
+    with open(os.path.join(crf, "bertorch.json"), "w") as f:
+        json.dump({"task": "ner", "head": "crf", "use_crf": True, "max_seq_length": 64}, f)
+    with pytest.raises(SystemExit, match=r"is a saved NER model with a crf head, but this run builds a "
+                                         r"classification model"):
+        train(crf, sentiment_files, tmp_path)
+    # what the message offers works: its encoder under a new tagger head
+    results = run_ner.main(ner_args(tiny_bert, ner_files, tmp_path / "ner", "--max_steps", "1",
+                                    "--init_from_ckpt", classifier_dir))
+    assert results["global_step"] == 1
 
 
 def test_a_predictor_refuses_weights_that_do_not_fit_the_config_beside_them(classifier_dir, tmp_path):

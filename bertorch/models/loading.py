@@ -5,7 +5,8 @@ work is found before any data is tokenised and is one `ModelError` line naming t
 script or a Predictor opened it: no such path, not a BERT-family encoder (GPT-2 would fail later with "no
 padding token"), --max_seq_length past the position embeddings (an index error mid-run otherwise), no
 tokenizer files (transformers would build a 5-token tokenizer that maps every character to [UNK]), a truncated
-or corrupt .safetensors file, a label head of another size than the one asked for.
+or corrupt .safetensors file, a label head of another size than the one asked for, a saved model of another
+task or NER head (same-sized heads would load into the wrong one).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from bertorch.errors import ModelError
-from bertorch.model_dir import CRF_WEIGHTS_NAME, HEAD_WEIGHTS_NAME, POOLING_WEIGHTS_NAME
+from bertorch.model_dir import CRF_WEIGHTS_NAME, HEAD_WEIGHTS_NAME, POOLING_WEIGHTS_NAME, TASK_FILE, read_task_info
 
 MODEL_FLAG = "--pretrained_model_name_or_path"
 WEIGHTS_NAME, WEIGHTS_INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
@@ -108,6 +109,29 @@ def check_label_head(directory: str, config: PretrainedConfig, flag: str | None 
                      f"({_labels(saved_labels)}), but this run has {len(asked)} labels ({_labels(asked)}): give the "
                      f"label file it was trained with, or start a new head from its encoder with "
                      f"--init_from_ckpt {directory} and its base model as {MODEL_FLAG}")
+
+
+def head_kind(info: dict) -> str:
+    """The kind of model a bertorch.json (or a task's task_info) describes, in words: its task, and a tagger's head."""
+    task = info.get("task")
+    if task == "ner":
+        return f"NER model with a {info.get('head') or ('crf' if info.get('use_crf') else 'linear')} head"
+    return f"{task} model"
+
+
+def check_saved_task(directory: str, info: dict, flag: str | None = MODEL_FLAG) -> None:
+    """A saved bertorch model of another task or NER head than the one this run builds (`info`, its task_info).
+
+    The label count can match and the weights still not fit: a classifier's head has the shape of a tagger's
+    Linear head and would load as one (same size, another meaning), and a CRF or span head would be dropped
+    without a word. Directories without bertorch.json (a pretrained encoder, a plain transformers model) pass."""
+    if not os.path.isfile(os.path.join(directory, TASK_FILE)):
+        return
+    saved, asked = head_kind(read_task_info(directory)), head_kind(info)
+    if saved != asked:
+        raise ModelError(f"{_named(directory, flag)} is a saved {saved}, but this run builds a {asked}: continue it "
+                         f"with the same task and head, or start a new head from its encoder with --init_from_ckpt "
+                         f"{directory} and its base model as {MODEL_FLAG}")
 
 
 def _labels(labels: list[str], shown: int = 6) -> str:

@@ -23,7 +23,7 @@ from bertorch.distributed import DistEnv
 from bertorch.losses.classification import build_loss
 from bertorch.model_dir import TASK_FILE, write_task_info
 from bertorch.models.base import ModelError, TaskModel, load_config, set_classifier_dropout
-from bertorch.models.loading import MODEL_FLAG, check_pretrained, load_tokenizer
+from bertorch.models.loading import MODEL_FLAG, check_pretrained, check_saved_task, load_tokenizer
 
 
 def accuracy_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[torch.Tensor, int]]:
@@ -150,7 +150,9 @@ class Task:
     # -- model ----------------------------------------------------------------------------------------
     def labelled_config(self):
         """The backbone's config with this task's labels (the real id2label lands in config.json) and
-        the head dropout of --dropout_rate."""
+        the head dropout of --dropout_rate. A saved model of another task or head is refused first."""
+        if os.path.isdir(self.args.pretrained_model_name_or_path):
+            check_saved_task(self.args.pretrained_model_name_or_path, self.task_info())
         config = load_config(self.args.pretrained_model_name_or_path, num_labels=len(self.labels),
                              id2label=dict(enumerate(self.labels)),
                              label2id={label: i for i, label in enumerate(self.labels)})
