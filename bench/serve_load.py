@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -320,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict:
+    from bench import results_script
     from bench.inference import prepare_onnx
     from bertorch.data.readers import read_classification, resolve_path
 
@@ -332,6 +332,7 @@ def main(argv=None) -> dict:
     texts = list(dict.fromkeys(r.text_a for r in read_classification(resolve_path(args.dev_file), None, False)))
     texts = texts[:args.limit] if args.limit else texts
     args.burst = min(args.burst, len(texts))
+    load_before = os.getloadavg()[0]  # what else ran when it started: the header says quiet or shared
     with tempfile.TemporaryDirectory() as workdir:
         onnx_dir = os.path.dirname(prepare_onnx(args.model_dir, args.onnx_dir, workdir)[0])
         start = time.perf_counter()
@@ -339,8 +340,9 @@ def main(argv=None) -> dict:
         result["seconds"] = time.perf_counter() - start
     result["ratios_at_32_clients"] = ratios(result["runs"], 32)
     result["setup"] = {"model_dir": args.model_dir, "dev_file": args.dev_file, "texts": len(texts),
-                       "items_per_request": args.items_per_request, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-                       "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+                       "items_per_request": args.items_per_request, "cpus": os.cpu_count(), "machine": results_script().machine(),
+                       "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+                       "load_before": round(load_before, 2)}
     print("\n" + table(result["runs"]) + "\n\n" + latency_table(result["runs"]))
     for k, v in result["ratios_at_32_clients"].items():
         print(f"at 32 clients, {k}: {v:.2f}x")
@@ -354,13 +356,23 @@ def main(argv=None) -> dict:
     return result
 
 
+def machine_state(setup: dict) -> str:
+    """Quiet or shared, from the 1-minute load average when the run started (older results did not record it)."""
+    load = setup.get("load_before")
+    if load is None:
+        return "load not recorded."
+    if load < 0.5:
+        return f"otherwise idle (1-minute load average {load:.2f} when it started)."
+    return (f"**shared with other work** (1-minute load average {load:.2f} when it started): the figures are "
+            f"indicative, not a quiet-machine measurement.")
+
+
 def markdown(result: dict) -> str:
     s, b, k = result["setup"], result["burst"], result["soak"]
     ratio = "; ".join(f"{k}: {v:.2f}x" for k, v in result["ratios_at_32_clients"].items())
     return (f"<!-- written by bench/serve_load.py -->\n"
-            f"`bertorch.serve` load test, {s['date']}, {s['cpus']} CPUs **shared with other work while it ran** "
-            f"(clients and servers on the same cores too): the figures are indicative, not a quiet-machine "
-            f"measurement. Model `{s['model_dir']}`, ChnSentiCorp dev texts.\n\n"
+            f"`bertorch.serve` load test, {s['date']}, {s['cpus']} CPUs ({s['machine']}), {machine_state(s)} "
+            f"Clients and servers share those cores. Model `{s['model_dir']}`, ChnSentiCorp dev texts.\n\n"
             f"    {s['command']}\n\nRequests/s ({s['items_per_request']} text(s) a request):\n\n{table(result['runs'])}\n\n"
             f"Latency, the mean batch the server ran, and answers equal to the same backend's Predictor on each "
             f"text alone (dynamic int8 quantises activations with one scale per batch tensor, so its batched "

@@ -23,7 +23,6 @@ batch to its longest, as the original does: it is our program, not the original.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -37,6 +36,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from bench import results_script
 from bench.train_throughput import ROOT, SHARED
 
 PEERS = os.path.join(os.path.dirname(ROOT), "shared", "peers")
@@ -169,14 +169,6 @@ def case_rows(case_name: str, runs: dict, steps: int, examples: int) -> list[dic
                      "x RSS (this/orig)": f"{s['rss'] / base['rss']:.2f}x", "start-up (s)": round(s["startup"], 1),
                      "steps": steps, "_examples": examples, "_runs": rs})
     return rows
-
-
-def results_script():
-    """scripts/results.py (not a package): its table format and markdown rendering."""
-    spec = importlib.util.spec_from_file_location("bertorch_results", os.path.join(ROOT, "scripts", "results.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_table(rows: list[dict], meta: dict, output: str) -> None:
