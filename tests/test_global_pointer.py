@@ -310,12 +310,13 @@ def test_ner_endpoint_answers_with_the_span_predictor(trained):
     assert model["head"] == "global_pointer" and model["labels"] == ["LOC", "ORG", "PER"]
 
 
-def test_a_span_model_is_refused_as_a_distillation_teacher(trained):
+def test_a_span_model_loads_as_a_distillation_teacher_with_its_saved_head(trained):
     from bertorch.distill.distiller import load_teacher
-    from bertorch.errors import ModelError
+    from bertorch.models.global_pointer import SpanNer
 
-    with pytest.raises(ModelError, match="a span NER model \\(--head global_pointer\\)"):
-        load_teacher(trained[0])
+    teacher, info = load_teacher(trained[0])  # its students: tests/test_span_distill.py
+    assert isinstance(teacher, SpanNer) and not teacher.training and info["head"] == "global_pointer"
+    assert not any(p.requires_grad for p in teacher.parameters())
 
 
 def test_resume_and_two_gloo_processes_match_one_uninterrupted_process(tiny_bert, nested, tmp_path):

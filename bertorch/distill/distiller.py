@@ -20,9 +20,11 @@ from transformers.utils import ModelOutput
 
 from bertorch.distill.matches import Match
 from bertorch.errors import UsageError
-from bertorch.losses.distillation import KD_LOSSES, get_feature_loss, temperature_schedule, weight_schedule
+from bertorch.losses.distillation import (KD_LOSSES, combine_span_teachers, get_feature_loss, span_kd_loss,
+                                          temperature_schedule, weight_schedule)
 from bertorch.model_dir import is_span_model, read_task_info
 from bertorch.models.base import ModelError, TaskModel, load_config
+from bertorch.models.global_pointer import MASKED
 
 DISTILL_STATE_NAME = "distill_state.safetensors"  # projections + step counter: checkpoints only
 # Inputs tokenised for the teacher when its tokenizer differs (classification KD only).
@@ -41,6 +43,7 @@ class KDConfig:
     hard_label_weight_schedule: str = "constant"
     teacher_weights: tuple[float, ...] | None = None
     logits_mask: str | None = None  # batch key masking token-level logits ("char_mask" for taggers)
+    span_scores: bool = False  # logits are GlobalPointer span scores (B, K, C, C): span_kd_loss
 
 
 @dataclass
@@ -158,18 +161,18 @@ def stack_cached_logits(arrays: list) -> torch.Tensor:
 
 
 def load_teacher(directory: str) -> tuple[TaskModel, dict]:
-    """A saved classifier or tagger directory as a frozen TaskModel in eval mode, and its bertorch.json."""
+    """A saved classifier, tagger or span NER directory as a frozen TaskModel in eval mode, and its bertorch.json."""
     from bertorch.models.classifier import SequenceClassifier
+    from bertorch.models.global_pointer import SpanNer
     from bertorch.models.tagger import Tagger
 
     if not os.path.isdir(directory):
         raise ModelError(f"--teacher_model_dir {directory}: no such directory")
     info = read_task_info(directory)
     config = load_config(directory)
-    if is_span_model(info):  # its span scores are not per-character logits a tagger student could match
-        raise ModelError(f"--teacher_model_dir {directory}: a span NER model (--head {info['head']}); distillation "
-                         f"takes classifier or tagger teachers (run_ner.py --head linear or crf)")
-    if info["task"] == "classification":
+    if is_span_model(info):  # its student is a span model too (NerDistillTask.student_head): KD on span scores
+        model = SpanNer.from_saved(directory, info)
+    elif info["task"] == "classification":
         model = SequenceClassifier.from_pretrained(directory, config, loss_fn=None)
     elif info["task"] == "ner":
         model = Tagger.from_pretrained(directory, config, None, bool(info.get("use_crf")))
@@ -258,9 +261,13 @@ class Distiller(TaskModel):
         with torch.no_grad(), tap_features(self.teachers[0], self.need_hidden, self.need_attention) as teacher_features:
             teacher = (list(cached.float().unbind(1)) if cached is not None
                        else [t(**inputs).logits.float() for t in self.teachers])
-        target = combine_teachers(teacher, self.teacher_weights, temperature, c.kd_loss_type)
-        mask = batch.get(c.logits_mask) if c.logits_mask else None
-        kd = KD_LOSSES[c.kd_loss_type](out.logits.float(), target, temperature, mask)
+        if c.span_scores:  # masked spans (padding, start after end) score MASKED in student and teacher alike
+            target = combine_span_teachers(teacher, self.teacher_weights, temperature, c.kd_loss_type)
+            kd = span_kd_loss(out.logits.float(), target, temperature, out.logits > MASKED / 2, c.kd_loss_type)
+        else:
+            target = combine_teachers(teacher, self.teacher_weights, temperature, c.kd_loss_type)
+            mask = batch.get(c.logits_mask) if c.logits_mask else None
+            kd = KD_LOSSES[c.kd_loss_type](out.logits.float(), target, temperature, mask)
         zero = kd.new_zeros(())
         hard = out.loss.float() if out.loss is not None else zero  # unlabelled (--aux_data_file) batches: none
         matched = self.match_loss(student_features, teacher_features, batch.get("attention_mask")) \

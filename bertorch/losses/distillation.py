@@ -81,6 +81,50 @@ def kd_mse_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: flo
 KD_LOSSES: dict[str, Callable[..., Tensor]] = {"ce": kd_ce_loss, "mse": kd_mse_loss}
 
 
+# ----------------------------------------------------------------------------- span scores (GlobalPointer)
+def span_kd_loss(student_scores: Tensor, teacher_scores: Tensor, temperature: float | Tensor = 1.0,
+                 valid: Tensor | None = None, kd_loss_type: str = "ce") -> Tensor:
+    """KD on span scores (B, K, C, C), where every valid span is its own yes/no decision per type (GlobalPointer
+    scores are multilabel, so a softmax over classes, as `kd_ce_loss` takes, does not apply).
+
+    ce: T² · binary KL(σ(t/T) || σ(s/T)) summed over the valid spans of each (example, type) and averaged over
+        examples and types, the way the hard GlobalPointer loss averages, so --kd_loss_weight keeps its meaning;
+        KL rather than CE so the reported value is 0 when the student equals the teacher (same gradient).
+    mse: mean over valid spans of ((s - t)/T)², TextBrewer's logit regression.
+    `valid` (B, K, C, C) bool marks real spans (start <= end, both characters); None: all. A per-example
+    temperature (B,) is broadcast over its spans."""
+    _same_shape("span kd loss", student_scores, teacher_scores)
+    keep = torch.ones_like(student_scores, dtype=torch.bool) if valid is None else valid.bool()
+    temp = temperature
+    if isinstance(temp, Tensor) and temp.dim() > 0:
+        temp = temp.to(student_scores).view(-1, *([1] * (student_scores.dim() - 1)))
+    s = torch.where(keep, student_scores.float(), 0.0) / temp
+    t = torch.where(keep, teacher_scores.float(), 0.0) / temp
+    if kd_loss_type == "mse":
+        return ((s - t) ** 2 * keep).sum() / keep.sum().clamp_min(1)
+    if kd_loss_type != "ce":
+        raise ValueError(f"unknown kd_loss_type {kd_loss_type!r} for span scores (ce or mse)")
+    p = torch.sigmoid(t)
+    kl = p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+    scale = temp ** 2 if isinstance(temp, Tensor) else temp ** 2
+    per_example_type = (kl * keep * scale).flatten(2).sum(-1)  # (B, K)
+    return per_example_type.mean()
+
+
+def combine_span_teachers(scores: list[Tensor], weights: list[float], temperature: float,
+                          kd_loss_type: str) -> Tensor:
+    """One teacher score tensor for several span teachers: ce averages their probabilities σ(t_k/T) (returned as
+    T·logit of the mean, so σ(result/T) is the averaged soft label); mse averages the scores."""
+    if len(scores) == 1:
+        return scores[0]
+    w = [x / sum(weights) for x in weights]
+    if kd_loss_type == "mse":
+        return sum(wk * t for wk, t in zip(w, scores))
+    probs = sum(wk * torch.sigmoid(t.float() / temperature) for wk, t in zip(w, scores))
+    eps = torch.finfo(probs.dtype).eps
+    return temperature * torch.logit(probs.clamp(eps, 1 - eps))
+
+
 # ----------------------------------------------------------------------------- hidden-state losses
 def hidden_mse(student: Tensor, teacher: Tensor, mask: Tensor | None = None) -> Tensor:
     """MSE over real tokens and hidden units (TinyBERT/TextBrewer `hidden_mse`). (B, L, H) each, equal H."""

@@ -28,7 +28,8 @@ from bertorch.distill.student import LAYER_SELECTIONS, prepare_student
 from bertorch.errors import ModelError, UsageError
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
 from bertorch.losses.distillation import KD_LOSSES, TEMPERATURE_SCHEDULES, WEIGHT_SCHEDULES
-from bertorch.model_dir import TASK_FILE
+from bertorch.model_dir import TASK_FILE, is_span_model
+from bertorch.models.global_pointer import DEFAULT_HEAD_SIZE
 from bertorch.tasks.base import Task
 from bertorch.tasks.classification import ClassificationTask, tokenize_examples
 from bertorch.tasks.ner import NerTask
@@ -131,6 +132,7 @@ class DistillTask(Task):
                 raise ModelError(f"--teacher_model_dir {d} holds a {info['task']!r} model, "
                                  f"not one for --task {self.kind}")
             self.check_teacher_inputs(d, info)
+        self.first_teacher = infos[0]
         self.hard_loss = self.student_loss(infos[0])
         self.inner = self.build_inner()
         self.name, self.metric_for_best = f"distill {self.kind}", self.inner.metric_for_best
@@ -151,7 +153,8 @@ class DistillTask(Task):
         clock = StepClock.for_run(len(self.train_sampler()), a.gradient_accumulation_steps, a.epochs, a.max_steps)
         config = KDConfig(a.kd_loss_type, a.temperature, a.temperature_schedule, a.kd_loss_weight,
                           a.kd_loss_weight_schedule, a.hard_label_weight, a.hard_label_weight_schedule,
-                          tuple(a.teacher_weights) if a.teacher_weights else None, self.logits_mask)
+                          tuple(a.teacher_weights) if a.teacher_weights else None,
+                          None if self.span_teacher else self.logits_mask, self.span_teacher)
         self.model = Distiller(student, list(self.teachers), matches, config, clock)
         if a.teacher_cached:
             cache_teacher_logits(self.model.to(self.env.device), self.train_features, self.collate,
@@ -180,6 +183,15 @@ class DistillTask(Task):
     def check_teacher_inputs(self, directory: str, info: dict) -> None:
         """Refuse, at start-up, a teacher trained on other inputs than this run feeds it (bertorch.json says)."""
 
+    @property
+    def span_teacher(self) -> bool:
+        """The teacher scores spans (GlobalPointer): KD on its span scores, and the student gets its head."""
+        return is_span_model(getattr(self, "first_teacher", {}))
+
+    def student_head(self) -> dict:
+        """Flags of the inner task that follow the teacher's head (a span teacher's head and head size)."""
+        return {}
+
     def student_loss(self, teacher_info: dict) -> str:
         """The student's hard-label loss: --hard_label_loss, else --loss_type."""
         return self.args.hard_label_loss or self.args.loss_type
@@ -197,12 +209,13 @@ class DistillTask(Task):
             crf = self.hard_loss == "crf"
             label_file = a.label_file or self.write_teacher_labels(workdir)
             inner_args = argparse.Namespace(**{**vars(a), "pretrained_model_name_or_path": student_dir, "use_crf": crf,
-                                               "loss_type": "cross_entropy" if crf else self.hard_loss,
-                                               "label_file": label_file})
+                                               "loss_type": "cross_entropy" if crf or self.span_teacher
+                                               else self.hard_loss,
+                                               "label_file": label_file, **self.student_head()})
             inner = self.inner_task(inner_args, self.env)
             inner.setup()
-            if crf and not a.init_from_ckpt:  # a CRF copied with the teacher's layers
-                inner.model.load_weights(student_dir, strict=False)
+            if (crf or self.span_teacher) and not a.init_from_ckpt:  # a CRF or span head copied with the teacher's
+                inner.model.load_weights(student_dir, strict=False)  # layers (a narrowed head's shapes are skipped)
             return inner
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -372,13 +385,32 @@ class NerDistillTask(DistillTask):
         cls.inner_task.add_labelling_args(parser)
 
     def student_loss(self, teacher_info: dict) -> str:
-        """A CRF teacher gives a CRF student unless --hard_label_loss names another loss (as multi-task does)."""
+        """A CRF teacher gives a CRF student unless --hard_label_loss names another loss (as multi-task does);
+        a span (GlobalPointer) teacher gives a student with its head, trained on the GlobalPointer loss."""
         a = self.args
+        if is_span_model(teacher_info):
+            given = a.hard_label_loss or ("crf" if a.use_crf else None)
+            if given is not None:
+                raise UsageError(f"the teacher is a span model (--head {teacher_info['head']}): its student gets the "
+                                 f"same head and trains on its span loss, so --hard_label_loss {given} (or --use_crf) "
+                                 f"does not apply; drop it")
+            if a.teacher_cached:
+                raise UsageError("--teacher_cached keeps per-character logits; a span teacher's scores are "
+                                 "(types x length x length) per example: drop --teacher_cached")
+            logger.info(f"the teacher is a span model: the student gets its --head {teacher_info['head']} and KD "
+                        f"on its span scores")
+            return "span"
         crf_teacher = bool(teacher_info.get("use_crf"))
         if crf_teacher and a.hard_label_loss is None:
             logger.info("the teacher has a CRF, so the student gets one (--hard_label_loss crf); "
                         "--hard_label_loss cross_entropy trains a Linear head instead")
         return a.hard_label_loss or ("crf" if a.use_crf or crf_teacher else a.loss_type)
+
+    def student_head(self) -> dict:
+        info = self.first_teacher
+        if not is_span_model(info):
+            return {}
+        return {"head": info["head"], "gp_head_size": int(info.get("gp_head_size", DEFAULT_HEAD_SIZE))}
 
     def aligned_tokens_needed(self) -> str | None:
         return "sequence labelling"

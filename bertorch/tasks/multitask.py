@@ -39,7 +39,7 @@ from bertorch.distill.multihead import ROWS, SEP, MultiTaskDistiller, split_batc
 from bertorch.distill.student import copy_teacher_layers, prepare_student
 from bertorch.errors import ModelError, UsageError
 from bertorch.jsonfile import read_json_file
-from bertorch.model_dir import read_task_info, write_multitask_manifest
+from bertorch.model_dir import is_span_model, read_task_info, write_multitask_manifest
 from bertorch.tasks.distill import DISTILL_TASKS, ClassificationDistillTask, DistillTask, NerDistillTask
 from bertorch.tasks.ner import NerTask
 
@@ -201,6 +201,10 @@ class MultiTaskDistillTask(DistillTask):
             if info["task"] not in BY_TEACHER:
                 raise ModelError(f"teacher {spec.teachers[0]} holds a {info['task']!r} model; multi-task "
                                  f"distillation takes classifiers (run_classifier.py) and taggers (run_ner.py)")
+            if is_span_model(info):
+                raise ModelError(f"teacher {spec.teachers[0]} is a span NER model (--head {info['head']}); a multi-task "
+                                 f"student has classifier and tagger heads: distil it on its own with run_distill.py "
+                                 f"--task sequence_labeling")
         return info
 
     def prepare_students(self, specs: list[TaskSpec], workdir: str) -> tuple[list[str], str]:
