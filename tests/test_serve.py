@@ -508,3 +508,22 @@ def test_load_benchmark_quick_run_checks_every_server(classifier, sentiment_file
     assert result["burst"]["ok"] and result["burst"]["mismatched"] == 0
     assert result["soak"]["rss_mb_last"] > 0 and set(result["exit_codes"].values()) == {0}
     assert "| 4 |" in (tmp_path / "serve_load.md").read_text()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max_batch_size", "0"], "--max_batch_size: must be at least 1, got 0"),
+    (["--max_batch_tokens", "-5"], "--max_batch_tokens: must be at least 1"),
+    (["--max_wait_ms", "-1"], "--max_wait_ms: must be >= 0"),
+    (["--max_concurrent", "0"], "--max_concurrent: must be at least 1"),
+    (["--threads", "0"], "--threads: must be at least 1"),
+    (["--port", "70000"], "--port: must be a TCP port from 0 to 65535"),
+    (["--int8"], "--int8 serves an ONNX export: add --backend onnx"),
+    (["--onnx_dir", "x"], "--onnx_dir serves an ONNX export: add --backend onnx"),
+])
+def test_server_flags_that_cannot_work_end_in_one_line_before_loading(flags, message, capsys):
+    from bertorch.serve.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model_dir", "no/such/model", *flags])  # refused before the directory is even looked at
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

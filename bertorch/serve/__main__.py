@@ -14,6 +14,8 @@ import signal
 import sys
 from typing import Sequence
 
+from bertorch.argtypes import non_negative_float, port_number, positive_int
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bertorch.serve", description=__doc__,
@@ -25,15 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx_dir", default=None, help="export_onnx.py output (or an .onnx file); None: --model_dir")
     p.add_argument("--int8", action="store_true", help="with --backend onnx: the export's model_int8.onnx")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1; None: cuda when available")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads; None: the backend's own")
+    p.add_argument("--threads", type=positive_int, default=None, help="intra-op threads; None: the backend's own")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
-    p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--max_batch_size", type=int, default=32,
+    p.add_argument("--port", type=port_number, default=8000, help="TCP port")
+    p.add_argument("--max_batch_size", type=positive_int, default=32,
                    help="inputs per forward pass; a request with more is refused (413)")
-    p.add_argument("--max_batch_tokens", type=int, default=16384, help="padded tokens per forward pass")
-    p.add_argument("--max_wait_ms", type=float, default=5.0,
+    p.add_argument("--max_batch_tokens", type=positive_int, default=16384, help="padded tokens per forward pass")
+    p.add_argument("--max_wait_ms", type=non_negative_float, default=5.0,
                    help="how long the oldest queued input waits for others to share its batch")
-    p.add_argument("--max_concurrent", type=int, default=512, help="requests queued or running; more get 429")
+    p.add_argument("--max_concurrent", type=positive_int, default=512, help="requests queued or running; more get 429")
     p.add_argument("--log_level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn's log level")
     p.add_argument("--access_log", action="store_true", help="one log line per request (off: it costs under load)")
@@ -41,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.backend != "onnx" and (args.int8 or args.onnx_dir):
+        parser.error(f"{'--int8' if args.int8 else '--onnx_dir'} serves an ONNX export: add --backend onnx")
     if not os.path.exists(args.model_dir):
         raise SystemExit(f"--model_dir {args.model_dir}: no such directory")
     try:
