@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Dev accuracy and macro-F1 of run_classifier.py on ChnSentiCorp, AFQMC (text pairs) and TNEWS.
 #   DATASETS  which rows to (re)run, e.g. DATASETS="AFQMC TNEWS" KEEP_ROWS=1 (default: all three)
+#   SWEEP=name  a sweep row, kept beside the others of its dataset (NAME=sweeps_classification KEEP_ROWS=1 ...)
 source "$(dirname "$0")/common.sh"
 fresh_table
 DATASETS=${DATASETS:-"ChnSentiCorp AFQMC TNEWS"}
@@ -17,7 +18,7 @@ run() {  # run DATASET TRAIN DEV LABELS EPOCHS LR EVAL_STEPS [flags...]: one row
     launch run_classifier.py $(train_args "$epochs" "$lr") --train_data_file "$train" --dev_data_file "$dev" \
         --label_file "$labels" --saved_dir "$OUT/$name" --warmup_proportion 0.1 --weight_decay 0.01 \
         --eval_steps "$eval_steps" --save_best_model "$@"
-    "$PYTHON" scripts/results.py add "$NAME" --run "$OUT/$name" --set dataset="$name" \
+    "$PYTHON" scripts/results.py add "$NAME" --run "$OUT/$name" --set dataset="$name" ${SWEEP:+--set sweep="$SWEEP"} \
         --metric accuracy=best_accuracy --metric macro_f1=best_macro_f1
 }
 # Recipes (m3e-small, 4 layers: small models want ~1e-4 and several epochs; results/recipes.md has the sweeps)
