@@ -11,8 +11,11 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "results")
-ORDER = ["classification", "ner", "matching", "semantic", "distill", "distill_ner", "onnx", "onnx_gemm"]
+ORDER = ["classification", "ner", "sweeps", "sweeps_classification", "matching", "semantic", "distill", "distill_ner",
+         "onnx", "onnx_gemm"]
 TITLES = {"classification": "Classification (dev accuracy)", "ner": "Sequence labelling (dev F1, seqeval)",
+          "sweeps": "Sweeps on a short budget: Resume NER (dev F1; CRF learning rate, span head, EMA, R-Drop)",
+          "sweeps_classification": "Sweeps on a short budget: ChnSentiCorp (dev accuracy; EMA, R-Drop)",
           "matching": "Text matching with Sentence-BERT", "semantic": "Semantic similarity (STS-B dev)",
           "distill": "Distillation (ChnSentiCorp dev accuracy)",
           "distill_ner": "Token-level distillation (Resume NER dev F1)", "onnx": "ONNX inference",
