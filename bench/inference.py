@@ -47,10 +47,11 @@ def prepare_onnx(model_dir: str, onnx_dir: str | None, workdir: str) -> tuple[st
 PAUSE = 0.01  # s before each timed call: the previous backend's idle threads stop spinning (PyTorch's ~5 ms)
 
 
-def measure(backends: dict, info: dict, examples: list, gold, batch_size: int) -> list[dict]:
+def measure(backends: dict, info: dict, examples: list, golds: dict, batch_size: int) -> list[dict]:
     """One pass over `examples` per backend in calls of `batch_size` (after a warm-up call). Backends
     take turns call by call, so on a shared machine a burst of load hits all of them alike; a short
-    untimed pause before each call keeps one backend's busy-waiting threads out of the next one's time."""
+    untimed pause before each call keeps one backend's busy-waiting threads out of the next one's time.
+    `golds[name]` scores that backend (a span NER model's gold is spans, a tagger's tags, of the same texts)."""
     from bertorch.onnx.evaluate import predict_all, score
 
     task = info["task"]
@@ -75,7 +76,7 @@ def measure(backends: dict, info: dict, examples: list, gold, batch_size: int) -
         lat = run["latencies"]
         rows.append({"backend": name, "batch_size": batch_size, "examples_per_s": len(examples) / run["total"],
                      "p50_ms": 1000 * float(np.percentile(lat, 50)), "p95_ms": 1000 * float(np.percentile(lat, 95)),
-                     "metrics": score(task, backends[name], gold, predictions)})
+                     "metrics": score(task, backends[name], golds[name], predictions)})
     return rows
 
 
@@ -83,6 +84,7 @@ def run(args) -> list[dict]:
     import torch
 
     from bertorch.onnx.evaluate import read_eval_set
+    from bertorch.model_dir import is_span_model
     from bertorch.predict import Predictor, read_task_info
 
     info = read_task_info(args.model_dir)
@@ -91,16 +93,22 @@ def run(args) -> list[dict]:
           f"torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as workdir:
         backends = {"torch": Predictor.from_pretrained(args.model_dir, backend="torch", device=args.device)}
+        own_gold = {}  # backend -> its info, when it scores the texts its own way (a span head beside a tagger)
         for other in args.compare:  # scored on the same examples, so the same task, input kind and labels
             predictor = Predictor.from_pretrained(other, backend="torch", device=args.device)
             mine = (read_task_info(other), getattr(predictor, "labels", None))
             base = (info, getattr(backends["torch"], "labels", None))
+            parts = os.path.normpath(other).split(os.sep)
+            name = "torch " + "/".join(parts[-2:] if parts[-1] == "best" else parts[-1:])  # run/best: name the run
+            other_head = mine[0]["task"] == "ner" and is_span_model(mine[0]) != is_span_model(info)
             for what, a, b in (("task", mine[0]["task"], base[0]["task"]),
                                ("is_text_pair", mine[0].get("is_text_pair"), base[0].get("is_text_pair")),
-                               ("labels", mine[1], base[1])):
+                               ("labels", None if other_head else mine[1], None if other_head else base[1])):
                 if a != b:
                     raise SystemExit(f"--compare {other}: {what} {a!r} differs from --model_dir's {b!r}")
-            backends[f"torch {os.path.basename(os.path.normpath(other))}"] = predictor
+            if other_head:
+                own_gold[name] = mine[0]
+            backends[name] = predictor
         if args.onnx:
             fp32, int8 = prepare_onnx(args.model_dir, args.onnx_dir, workdir)
             # Idle onnxruntime threads busy-wait by default; here they would spin on the cores through the
@@ -115,11 +123,17 @@ def run(args) -> list[dict]:
                   f"{backends['onnx fp32'].backend.metadata.get('bertorch.fused_ops') or 'none (plain graph)'}")
         labels = getattr(backends["torch"], "labels", None) if info["task"] != "sentence_embedding" else None
         examples, gold = read_eval_set(info, args.dev_file, labels, args.limit)
+        golds = {name: gold for name in backends}
+        for name, other_info in own_gold.items():
+            texts, golds[name] = read_eval_set(other_info, args.dev_file, backends[name].labels, args.limit)
+            if texts != examples:
+                raise SystemExit(f"{args.dev_file}: read as spans and as tags it gives other texts")
         if args.sort_by_length:  # batches of similar lengths, as Predictor.predict makes of one long list
             size = [sum(map(len, e)) if isinstance(e, tuple) else len(e) for e in examples]  # pairs: both texts
             order = sorted(range(len(examples)), key=lambda i: -size[i])
-            examples, gold = [examples[i] for i in order], None if gold is None else [gold[i] for i in order]
-        rows = [row for batch_size in args.batch_sizes for row in measure(backends, info, examples, gold, batch_size)]
+            examples = [examples[i] for i in order]
+            golds = {k: None if g is None else [g[i] for i in order] for k, g in golds.items()}
+        rows = [row for batch_size in args.batch_sizes for row in measure(backends, info, examples, golds, batch_size)]
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(report(rows, len(examples)))

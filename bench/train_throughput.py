@@ -8,7 +8,7 @@ mode, and reports samples/s, tokens/s (real and padded) and peak RSS, as ratios 
 The model is a random BERT (4 layers, hidden 312, 12 heads, FFN 1200; `--model_config tiny`: 2 x 64 for
 smoke runs) with the data's character vocab, so nothing is downloaded.
 
-    python -m bench.train_throughput --steps 40 [--cases classification ner_linear ner_crf simcse sbert]
+    python -m bench.train_throughput --steps 40 [--cases classification ner_linear ner_crf ner_global_pointer simcse sbert]
     python -m bench   # this, then inference throughput, with a summary of every ratio (bench/__main__.py)
 """
 from __future__ import annotations
@@ -34,6 +34,8 @@ CASES = {
                                   "--label_file", "ner/resume/labels.txt"], "ner/resume/train.json"),
     "ner_crf": ("run_ner.py", ["--train_data_file", "ner/resume/train.json", "--label_file",
                                "ner/resume/labels.txt", "--use_crf"], "ner/resume/train.json"),
+    "ner_global_pointer": ("run_ner.py", ["--train_data_file", "ner/resume/train.json", "--label_file",
+                                          "ner/resume/labels.txt", "--head", "global_pointer"], "ner/resume/train.json"),
     "simcse": ("run_simcse.py", ["--train_data_file", "unsup/sentences.txt"], "unsup/sentences.txt"),
     "sbert": ("run_sentencebert.py", ["--train_data_file", "afqmc/train.txt"], "afqmc/train.txt"),
 }
