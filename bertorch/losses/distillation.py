@@ -106,8 +106,7 @@ def span_kd_loss(student_scores: Tensor, teacher_scores: Tensor, temperature: fl
         raise ValueError(f"unknown kd_loss_type {kd_loss_type!r} for span scores (ce or mse)")
     p = torch.sigmoid(t)
     kl = p * (F.logsigmoid(t) - F.logsigmoid(s)) + (1 - p) * (F.logsigmoid(-t) - F.logsigmoid(-s))
-    scale = temp ** 2 if isinstance(temp, Tensor) else temp ** 2
-    per_example_type = (kl * keep * scale).flatten(2).sum(-1)  # (B, K)
+    per_example_type = (kl * keep * temp ** 2).flatten(2).sum(-1)  # (B, K)
     return per_example_type.mean()
 
 
