@@ -91,7 +91,10 @@ def add(args) -> None:
         json.dump(table, f, indent=2, ensure_ascii=False)
 
 
-BUDGET_COLUMNS = ("epochs", "lr", "steps", "train time (s)")
+BUDGET_COLUMNS = ("train batch", "max length", "epochs", "lr", "steps", "train time (s)")
+# the header states a table's batch size and max length; where its rows differ (a sweep of one of them),
+# each row says its own, from its recipe
+SHAPE_COLUMNS = {"train batch": "batch_size", "max length": "max_seq_length"}
 RECIPE_KEYS = ("epochs", "max_steps", "learning_rate", "warmup_proportion", "weight_decay", "batch_size",
                "max_seq_length", "crf_learning_rate", "layerwise_lr_decay", "pooling_mode", "scheduler", "seed")
 
@@ -140,9 +143,16 @@ def render(args) -> str:
     for row in table["rows"]:
         columns += [c for c in row if c not in columns]
     columns = [c for c in columns if not c.startswith("_")]  # "_" columns only identify rows
+    meta = dict(table.get("meta", {}))
+    for column, key in SHAPE_COLUMNS.items():
+        values = {r["_recipe"][key] for r in table["rows"] if key in r.get("_recipe", {})}
+        if len(values) > 1:  # rows without a recipe (evaluations, older rows) read "-"
+            for row in table["rows"]:
+                row[column] = row.get("_recipe", {}).get(key, "-")
+            columns.append(column)
+            meta[key] = "per row"
     # measurements first (in their order), then recipe, budget and cost in BUDGET_COLUMNS' order
     columns.sort(key=lambda c: BUDGET_COLUMNS.index(c) + 1 if c in BUDGET_COLUMNS else 0)
-    meta = table.get("meta", {})
     machines = {r.get("_machine", meta.get("hardware", "?")) for r in table["rows"]}
     if len(machines) > 1:  # say per row where it was measured
         for row in table["rows"]:

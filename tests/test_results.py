@@ -109,3 +109,23 @@ def test_a_row_carries_the_recipe_and_command_of_its_run(tmp_path, monkeypatch):
     assert [raw[k] for k in ("epochs", "lr", "steps", "train time (s)")] == ["-"] * 4 and raw["f1"] == 0.9123
     table = results.render(argparse.Namespace(name="t"))
     assert "| trained | 0.9123 | 10 | 1e-4 | 40 | 10 |" in table and "| raw | 0.9123 | - | - | - | - |" in table and "_recipe" not in table
+
+
+def test_rows_of_different_max_lengths_each_say_their_own(tmp_path, monkeypatch):
+    """The header states one max length; a sweep over it must not print the last run's for every row."""
+    results = script("results")
+    monkeypatch.setattr(results, "RESULTS_DIR", str(tmp_path))
+    for length in (128, 256):
+        run = tmp_path / f"len{length}"
+        run.mkdir()
+        (run / "all_results.json").write_text(json.dumps({"global_step": 300, "train_seconds": 5.0, "best_acc": 0.9}))
+        (run / "training_args.json").write_text(json.dumps({
+            "epochs": 3, "max_steps": 300, "learning_rate": 1e-4, "batch_size": 32, "max_seq_length": length}))
+        monkeypatch.setenv("MAX_SEQ_LENGTH", str(length))
+        monkeypatch.setenv("BATCH_SIZE", "32")
+        results.main(["add", "t", "--run", str(run), "--set", f"sweep=len {length}", "--metric", "acc=best_acc"])
+        table = results.render(argparse.Namespace(name="t"))
+    assert "batch 32, max length per row" in table
+    assert "| sweep | acc | max length | epochs |" in table
+    assert "| len 128 | 0.9000 | 128 | - |" in table and "| len 256 | 0.9000 | 256 | - |" in table
+    assert "train batch" not in table  # the same for every row: the header says it
