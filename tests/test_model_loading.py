@@ -180,3 +180,22 @@ def test_a_damaged_task_file_is_one_model_error_naming_it(tmp_path, content):
     (tmp_path / TASK_FILE).write_bytes(content.encode("latin-1"))
     with pytest.raises(ModelError, match=rf"{TASK_FILE}"):
         read_task_info(str(tmp_path))
+
+
+def test_a_flipped_byte_inside_saved_weights_is_refused_by_its_recorded_digest(tiny_bert, sentiment_files, tmp_path):
+    """safetensors checks its header only: a byte changed inside the tensor data loads as other weights. A model
+    bertorch saved records the sha256 of each weight file, and loading compares them."""
+    train(tiny_bert, sentiment_files, tmp_path)
+    saved = str(tmp_path / "out")
+    digests = json.load(open(os.path.join(saved, "bertorch.json"), encoding="utf-8"))["weights_sha256"]
+    assert set(digests) == {"model.safetensors"} and all(len(d) == 64 for d in digests.values())
+    Predictor.from_pretrained(saved).predict(["很好"])  # intact: loads
+    broken = copy_model(saved, tmp_path / "flipped", skip=("best", "checkpoints"))
+    path = os.path.join(broken, "model.safetensors")
+    data = bytearray(open(path, "rb").read())
+    data[-5] ^= 0x40  # inside the last tensor's data: the header still reads
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(ModelError, match=r"flipped/model\.safetensors: its bytes differ from the sha256"):
+        Predictor.from_pretrained(broken)
+    with pytest.raises(SystemExit, match=r"^error: .*flipped/model\.safetensors: its bytes differ"):
+        train(broken, sentiment_files, tmp_path / "again")

@@ -23,7 +23,8 @@ from bertorch.distributed import DistEnv
 from bertorch.losses.classification import build_loss
 from bertorch.model_dir import TASK_FILE, write_task_info
 from bertorch.models.base import ModelError, TaskModel, load_config, set_classifier_dropout
-from bertorch.models.loading import MODEL_FLAG, check_pretrained, check_saved_task, load_tokenizer
+from bertorch.models.loading import (DIGESTS_KEY, MODEL_FLAG, check_pretrained, check_saved_task, load_tokenizer,
+                                     weight_digests)
 
 
 def accuracy_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[torch.Tensor, int]]:
@@ -184,4 +185,4 @@ class Task:
     def save(self, model: TaskModel, directory: str) -> None:
         model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        write_task_info(directory, self.task_info())
+        write_task_info(directory, {**self.task_info(), DIGESTS_KEY: weight_digests(directory)})
