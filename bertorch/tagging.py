@@ -12,7 +12,6 @@ Schemes (the `--tag` flag):
 from __future__ import annotations
 
 import numpy as np
-from seqeval.metrics.sequence_labeling import get_entities
 
 SCHEMES = ("bio", "bios", "bioes", "bmes")
 _PREFIXES = {"bio": "BI", "bios": "BIS", "bioes": "BIES"}
@@ -83,6 +82,10 @@ def to_seqeval_tags(tags: list[str], scheme: str) -> list[str]:
 
 def _spans(tags: list[str]) -> list[tuple[str, int, int]]:
     """seqeval chunks as (type, start, end) with `end` exclusive."""
+    # imported here, not at the top: seqeval.metrics imports scikit-learn and scipy.stats (about 3 s on two cores),
+    # which a run without dev data, or a tagger's Predictor before its first text, never needs
+    from seqeval.metrics.sequence_labeling import get_entities
+
     return [(type_, start, end + 1) for type_, start, end in get_entities(list(tags))]
 
 
