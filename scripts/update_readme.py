@@ -12,13 +12,16 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "results")
 ORDER = ["classification", "ner", "sweeps", "sweeps_classification", "matching", "semantic", "distill", "distill_ner",
-         "onnx", "onnx_gemm"]
+         "vs_original", "onnx", "onnx_gemm"]
 TITLES = {"classification": "Classification (dev accuracy)", "ner": "Sequence labelling (dev F1, seqeval)",
           "sweeps": "Sweeps on a short budget: Resume NER (dev F1; CRF learning rate, span head, EMA, R-Drop)",
           "sweeps_classification": "Sweeps on a short budget: ChnSentiCorp (dev accuracy; EMA, R-Drop)",
           "matching": "Text matching with Sentence-BERT", "semantic": "Semantic similarity (STS-B dev)",
           "distill": "Distillation (ChnSentiCorp dev accuracy)",
-          "distill_ner": "Token-level distillation (Resume NER dev F1)", "onnx": "ONNX inference",
+          "distill_ner": "Token-level distillation (Resume NER dev F1)",
+          "vs_original": "Training speed against the original bertorch program (same random 4x312 BERT, data and "
+                         "steps; `python -m bench.vs_original`)",
+          "onnx": "ONNX inference",
           "onnx_gemm": "ONNX fp32: the ceiling set by the weight GEMMs (model calls only)"}
 
 
