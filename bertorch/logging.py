@@ -54,6 +54,26 @@ class MetricsWriter:
             except ImportError:  # tensorboard is optional
                 self.tb = None
 
+    def start(self, resumed_step: int = 0) -> None:
+        """Begin this run's rows: a fresh run drops what an earlier run left in the file (--overwrite_output_dir
+        keeps the directory, and appending mixed two runs' curves); a resumed one keeps the rows up to its
+        checkpoint's step and drops those the interrupted run logged after it (they are logged again)."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        kept = []
+        if resumed_step > 0:
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        if json.loads(line).get("step", 0) <= resumed_step:
+                            kept.append(line if line.endswith("\n") else line + "\n")
+                    except ValueError:  # a line cut short by a crash
+                        continue
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, self.path)
+
     def write(self, kind: str, step: int, values: dict) -> None:
         if not self.enabled:
             return

@@ -144,6 +144,7 @@ class Trainer:
         args, state = self.args, self.state
         if args.resume_from_checkpoint:
             self.resume(ckpt.resolve_resume(args.resume_from_checkpoint, self.output_dir))
+        self.metrics.start(state.global_step)
         self.banner()
         started = time.perf_counter()
         # The loader gets its own generator: drawing worker seeds from the global RNG at every epoch
@@ -421,6 +422,7 @@ class Trainer:
                     f"size = {e.world_size}, device = {e.device}, precision = {self.amp_dtype or torch.float32} *****")
         if not self.task.eval_features:
             raise ValueError(f"--dev_data_file {self.args.dev_data_file}: no dev examples to evaluate")
+        self.metrics.start()
         self.evaluate_and_keep_best()
         results = self.write_results(train_seconds=0.0)
         logger.info(f"evaluation done: {format_metrics(results)}; results in {self.output_dir}")

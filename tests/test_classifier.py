@@ -116,6 +116,26 @@ def test_resume_continues_exactly(tiny_bert, sentiment_files, tmp_path):
         assert torch.equal(a[key], b[key]), key
 
 
+def metric_rows(out) -> list[tuple[str, int]]:
+    return [(r["kind"], r["step"]) for r in map(json.loads, open(out / "metrics.jsonl", encoding="utf-8"))]
+
+
+def test_metrics_jsonl_holds_one_run_after_overwriting_and_after_resuming(tiny_bert, sentiment_files, tmp_path):
+    """--overwrite_output_dir keeps the directory: its metrics.jsonl (the dev curve the results tables and plots
+    read) must be this run's rows only, not the earlier run's with this one's appended; a resumed run keeps the
+    rows up to its checkpoint and logs the rest once."""
+    out = tmp_path / "out"
+    common = ["--logging_steps", "1", "--eval_steps", "2", "--overwrite_output_dir"]
+    run_classifier.main(args_for(tiny_bert, sentiment_files, out, "--max_steps", "6", "--save_steps", "3", *common))
+    first = metric_rows(out)
+    assert [s for k, s in first if k == "train"] == [1, 2, 3, 4, 5, 6]
+    run_classifier.main(args_for(tiny_bert, sentiment_files, out, "--max_steps", "6", "--resume_from_checkpoint",
+                                 str(out / "checkpoint-3"), *common))
+    assert metric_rows(out) == first  # steps 1-3 kept, 4-6 logged again, nothing twice
+    run_classifier.main(args_for(tiny_bert, sentiment_files, out, "--max_steps", "2", *common))
+    assert metric_rows(out) == [("train", 1), ("train", 2), ("eval", 2)]
+
+
 def test_existing_output_dir_is_not_overwritten(tiny_bert, sentiment_files, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
