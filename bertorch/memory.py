@@ -24,6 +24,10 @@ Also: ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch backs big tensors with transparent hug
 and ``release_free_memory()`` after tokenising. With those and bertorch/models/low_memory.py the same
 benchmark peaks at 1.01 GB (32.7 samples/s; 1.32 GB at 28.9 samples/s with --no-low_memory_training,
 results/train_throughput_lowmem_quiet.json).
+
+Not applied under ``--bf16`` (bertorch/cli.py): with half-size activations the fixed threshold cost 13% of step
+speed and lowered no peak (``python -m bench.step_overhead --variants ours-bf16 ours-glibc-bf16``: 1.05 vs 1.20
+step/s, 1.27 vs 1.22 GB; results/step_overhead.md).
 """
 from __future__ import annotations
 
