@@ -18,6 +18,7 @@ original / this; step/s and RSS: this / original). "ours --no-group_by_length" i
 batch to its longest, as the original does: it is our program, not the original.
 
     python -m bench.vs_original [--steps 100] [--repeats 2] [--cases classification ner_linear ...]
+        [--programs original ours ours_padded ours_bf16]   # ours_bf16: ours with --bf16 (not run by default)
     # writes results/vs_original.json and .md (scripts/results.py's table) after every case
 """
 from __future__ import annotations
@@ -44,8 +45,9 @@ MODEL_DIR = os.path.join(ROOT, "outputs", "bench", "tiny-zh-bert")
 BATCH_SIZE, MAX_SEQ_LENGTH, LEARNING_RATE = 32, 128, "1e-4"
 SMOKE_BELOW_STEPS = 20  # fewer steps give too few log windows to quote: the table says it is a smoke run
 # program -> flags of ours on top of the shared ones (None: the original)
-PROGRAMS = {"original": None, "ours": [], "ours_padded": ["--no-group_by_length"]}
-LABELS = {"original": "original bertorch", "ours": "ours",
+PROGRAMS = {"original": None, "ours": [], "ours_padded": ["--no-group_by_length"], "ours_bf16": ["--bf16"]}
+DEFAULT_PROGRAMS = ["original", "ours", "ours_padded"]
+LABELS = {"original": "original bertorch", "ours": "ours", "ours_bf16": "ours --bf16 (bf16 autocast: not fp32's numerics)",
           "ours_padded": "ours --no-group_by_length (padded like the original; ours, not the original)"}
 
 
@@ -195,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100, help="training steps (the prefix is steps x 32 lines)")
     p.add_argument("--repeats", type=int, default=2, help="turns of every program (A B C A B C ...)")
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--programs", nargs="+", default=DEFAULT_PROGRAMS, choices=list(PROGRAMS),
+                   help="which to run in turns; the original is always one (the ratios are to it)")
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every run")
     p.add_argument("--peers", default=PEERS, help="the folder holding bertorch-original/ and make_tiny_model.py")
     p.add_argument("--output", default=os.path.join(ROOT, "results"), help="where vs_original.json and .md go")
@@ -208,6 +212,7 @@ def main(argv=None) -> list[dict]:
         return []
     if args.steps < 2:
         build_parser().error("--steps must be at least 2 (steps/s is measured between two log lines)")
+    programs = ["original", *(p for p in dict.fromkeys(args.programs) if p != "original")]
     model = ensure_model(args.peers)
     results = results_script()
     meta = {"hardware": f"{results.cpu_name()}, {os.cpu_count()} cores", "model": model, "batch_size": BATCH_SIZE,
@@ -222,9 +227,9 @@ def main(argv=None) -> list[dict]:
             data = os.path.join(workdir, f"{case_name}-train{os.path.splitext(case.source)[1]}")
             examples = prefix_file(os.path.join(SHARED, case.source), data, args.steps * BATCH_SIZE, case.kind)
             steps = math.ceil(examples / BATCH_SIZE)
-            runs: dict[str, list[dict]] = {program: [] for program in PROGRAMS}
+            runs: dict[str, list[dict]] = {program: [] for program in programs}
             for _ in range(args.repeats):
-                for program in PROGRAMS:
+                for program in programs:
                     runs[program].append(run_once(program, case_name, data, steps, args, workdir))
                     print(f"{case_name:15s} {program:12s} {json.dumps(runs[program][-1])}", flush=True)
             rows += case_rows(case_name, runs, steps, examples)

@@ -105,4 +105,5 @@ def test_every_case_builds_command_lines_both_programs_parse(tmp_path):
         if program == "original":
             assert flags["local_rank"] == -1 and flags["save_steps"] == steps  # writes its model at the last step
         else:
-            assert flags["save_steps"] == 0 and flags["group_by_length"] == (program == "ours")
+            assert flags["save_steps"] == 0 and flags["group_by_length"] == (program != "ours_padded")
+            assert flags["bf16"] == (program == "ours_bf16")
