@@ -6,7 +6,8 @@ script or a Predictor opened it: no such path, not a BERT-family encoder (GPT-2 
 padding token"), --max_seq_length past the position embeddings (an index error mid-run otherwise), no
 tokenizer files (transformers would build a 5-token tokenizer that maps every character to [UNK]), a truncated
 or corrupt .safetensors file, weights whose bytes changed after bertorch saved them (bertorch.json keeps a
-sha256 of each file: safetensors checks its header, not its data), a label head of another size than the one asked for, a saved model of another
+sha256 of each file: safetensors checks its header, not its data), a label head of another size than the one
+asked for, a saved model of another
 task or NER head (same-sized heads would load into the wrong one).
 """
 from __future__ import annotations
