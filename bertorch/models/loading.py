@@ -7,8 +7,7 @@ padding token"), --max_seq_length past the position embeddings (an index error m
 tokenizer files (transformers would build a 5-token tokenizer that maps every character to [UNK]), a truncated
 or corrupt .safetensors file, weights whose bytes changed after bertorch saved them (bertorch.json keeps a
 sha256 of each file: safetensors checks its header, not its data), a label head of another size than the one
-asked for, a saved model of another
-task or NER head (same-sized heads would load into the wrong one).
+asked for, a saved model of another task or NER head (same-sized heads would load into the wrong one).
 """
 from __future__ import annotations
 
