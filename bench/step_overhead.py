@@ -8,8 +8,9 @@ settings and LD_PRELOAD are per process), in turns (A B C A B C ...), and report
   ours        our model, optimiser and low-memory training, with the process settings of bertorch.memory
   ours-glibc  the same without bertorch.memory's mallopt settings (glibc defaults)
   ours-stock  ours without low-memory training
-  plain-bf16 / ours-bf16   the same under CPU bf16 autocast (what --bf16 does; pays on CPUs with AMX or
-              AVX-512 BF16); ours-glibc-bf16 / ours-stock-bf16 as ours-glibc / ours-stock
+  plain-bf16  plain under CPU bf16 autocast (pays on CPUs with AMX or AVX-512 BF16)
+  ours-bf16   what --bf16 does: low-memory training under bf16 autocast, glibc's allocator defaults
+  ours-tuned-bf16 / ours-stock-bf16   the same with bertorch.memory's mallopt settings / without low-memory
   +jemalloc / +tcmalloc   a variant with that allocator preloaded (Debian's libjemalloc2 / libtcmalloc-minimal4)
 
     python -m bench.step_overhead [--steps 20] [--repeats 2] [--variants plain ours ...] [--output FILE]
@@ -36,8 +37,8 @@ BASE_VARIANTS = {
     "ours-glibc": {"ours": True, "tune": False, "low_memory": True},
     "ours-stock": {"ours": True, "tune": False, "low_memory": False},
     "plain-bf16": {"ours": False, "bf16": True},
-    "ours-bf16": {"ours": True, "tune": True, "low_memory": True, "bf16": True},
-    "ours-glibc-bf16": {"ours": True, "tune": False, "low_memory": True, "bf16": True},
+    "ours-bf16": {"ours": True, "tune": False, "low_memory": True, "bf16": True},
+    "ours-tuned-bf16": {"ours": True, "tune": True, "low_memory": True, "bf16": True},
     "ours-stock-bf16": {"ours": True, "tune": False, "low_memory": False, "bf16": True},
 }
 

@@ -84,7 +84,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fp16", action="store_true", help="float16 autocast + loss scaling (CUDA only)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA, or CPUs with bf16 support)")
     g.add_argument("--low_memory_training", action=argparse.BooleanOptionalAction, default=True,
-                   help="on CPU in fp32: attention/FFN recompute and bool dropout masks keep less for backward "
+                   help="on CPU (fp32 or --bf16): attention/FFN recompute and bool dropout masks keep less for backward "
                         "(same maths; dropout draws differ from stock PyTorch). See bertorch/models/low_memory.py")
     g.add_argument("--checkpoint_above_tokens", type=int, default=4096,
                    help="with --low_memory_training: batches of more than N tokens (batch x padded length) also "

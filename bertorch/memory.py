@@ -26,7 +26,7 @@ benchmark peaks at 1.01 GB (32.7 samples/s; 1.32 GB at 28.9 samples/s with --no-
 results/train_throughput_lowmem_quiet.json).
 
 Not applied under ``--bf16`` (bertorch/cli.py): with half-size activations the fixed threshold cost 13% of step
-speed and lowered no peak (``python -m bench.step_overhead --variants ours-bf16 ours-glibc-bf16``: 1.05 vs 1.20
+speed and lowered no peak (``python -m bench.step_overhead --variants ours-tuned-bf16 ours-bf16``: 1.05 vs 1.20
 step/s, 1.27 vs 1.22 GB; results/step_overhead.md).
 """
 from __future__ import annotations

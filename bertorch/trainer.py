@@ -74,7 +74,7 @@ class Trainer:
         task, args, env = self.task, self.args, self.env
         release_free_memory()  # tokenising the data left hundreds of MB freed but resident
         if args.low_memory_training:
-            use_low_memory_training(self.raw_model)  # only takes over on CPU in fp32
+            use_low_memory_training(self.raw_model)  # only takes over on CPU, in fp32 or bf16 autocast
         if args.gradient_checkpointing:
             if not checkpoint_large_batches(self.raw_model, max_tokens=0):  # every batch, any device
                 logger.warning("--gradient_checkpointing: this model has no layers transformers can checkpoint; "

@@ -159,3 +159,54 @@ def test_batches_above_the_token_budget_are_checkpointed_with_the_same_gradients
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
     assert (_saved_bytes(ours) < _saved_bytes(plain)) == checkpointed
+
+
+def test_dropout_attention_in_bf16_computes_in_fp32_and_keeps_bf16():
+    """Under --bf16 q/k/v arrive in bf16: the maths is fp32 (as stock CPU SDPA upcasts), the output and the
+    gradients are bf16, and what is kept for backward is the bf16 inputs, not fp32 copies."""
+    q, k, v = [t.detach().bfloat16().requires_grad_() for t in _qkv(torch.float32, (2, 3, 6, 4))]
+    mask = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    mask[1, ..., 4:] = False
+    kept = []
+
+    def pack(t):
+        kept.append(t.dtype)
+        return t
+    torch.manual_seed(5)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = dropout_attention(q, k, v, mask, 0.5, 0.2)
+    grad = torch.randn(out.shape).bfloat16()
+    ours = torch.autograd.grad(out, (q, k, v), grad)
+
+    torch.manual_seed(5)
+    keep = _keep_mask((2, 3, 6, 6), 0.2, int(torch.randint(0, 2**62, (1,)).item()))
+    q32, k32, v32 = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    scores = (q32 @ k32.transpose(-1, -2) * 0.5).masked_fill(~mask, float("-inf"))
+    reference = (torch.softmax(scores, -1) * keep / 0.8) @ v32
+    expected = torch.autograd.grad(reference, (q32, k32, v32), grad.float())
+    assert out.dtype == torch.bfloat16 and all(g.dtype == torch.bfloat16 for g in ours)
+    assert kept[:3] == [torch.bfloat16] * 3
+    torch.testing.assert_close(out, reference.bfloat16())  # fp32 maths, rounded once at the end
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b.bfloat16())
+
+
+def test_switched_model_under_bf16_autocast_equals_stock_without_dropout_and_keeps_less():
+    stock = _bert(0.0).train()
+    ours = copy.deepcopy(stock)
+    use_low_memory_training(ours)
+    for model in (stock, ours):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(**_batch()).loss.backward()
+    for (name, a), b in zip(stock.named_parameters(), ours.parameters()):
+        assert b.grad.dtype == torch.float32
+        torch.testing.assert_close(a.grad, b.grad, msg=name, rtol=2e-2, atol=1e-3)
+
+    with_dropout = _bert(0.1).train()
+    switched = copy.deepcopy(with_dropout)
+    use_low_memory_training(switched)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _saved_bytes(switched) < 0.8 * _saved_bytes(with_dropout)
+        torch.manual_seed(3)
+        switched(**_batch()).loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in switched.bert.encoder.parameters())
