@@ -21,7 +21,7 @@ from loguru import logger
 from bertorch import distributed as D
 from bertorch import errors
 from bertorch.adversarial import ADVERSARIAL_METHODS
-from bertorch.argtypes import non_negative_float, open_unit_float
+from bertorch.argtypes import add_data_dir_flag, non_negative_float, open_unit_float
 from bertorch.logging import setup_logging
 from bertorch.model_dir import remove_leftovers
 from bertorch.losses.classification import LOSS_ALIASES, LOSS_TYPES
@@ -45,9 +45,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--train_data_file", default=None, help="training data file (required unless --no-do_train)")
     g.add_argument("--dev_data_file", default=None, help="dev data file, evaluated every --eval_steps")
-    g.add_argument("--data_dir", default=None,
-                   help="where relative data paths are looked up (also $BERTORCH_DATA_DIR; then ./data, "
-                        "../shared/data)")
+    add_data_dir_flag(g)
     g.add_argument("--group_by_length", action=argparse.BooleanOptionalAction, default=True,
                    help="batch examples of similar length together (fewer pad tokens; epochs stay shuffled)")
     g.add_argument("--pad_to_max_length", action="store_true",
@@ -84,8 +82,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fp16", action="store_true", help="float16 autocast + loss scaling (CUDA only)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA, or CPUs with bf16 support)")
     g.add_argument("--low_memory_training", action=argparse.BooleanOptionalAction, default=True,
-                   help="on CPU (fp32 or --bf16): attention/FFN recompute and bool dropout masks keep less for backward "
-                        "(same maths; dropout draws differ from stock PyTorch). See bertorch/models/low_memory.py")
+                   help="on CPU (fp32 or --bf16): attention/FFN recompute and bool dropout masks keep less for "
+                        "backward (same maths; dropout draws differ from stock PyTorch). See "
+                        "bertorch/models/low_memory.py")
     g.add_argument("--checkpoint_above_tokens", type=int, default=4096,
                    help="with --low_memory_training: batches of more than N tokens (batch x padded length) also "
                         "recompute each layer in backward, keeping only its input (0 = never)")

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from loguru import logger
 
-from bertorch.argtypes import positive_int
+from bertorch.argtypes import add_backend_flag, add_model_dir_flag, positive_int
 from bertorch.errors import reported_errors
 from bertorch.model_dir import MULTITASK_FILE, TASK_FILE, read_task_info
 from bertorch.predictors.backends import TorchBackend
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "input line, in order (a blank input line gives an empty line, or "
                                                  "for a tagger an empty result: no tags, no entities).",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-    parser.add_argument("--model_dir", required=True, help="directory written by a run_*.py script")
+    add_model_dir_flag(parser)
     parser.add_argument("--input_file", required=True, help="one input a line")
     parser.add_argument("--output_file", required=True,
                         help="where the predictions go, exactly this path: a classifier's labels or a tagger's JSON "
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "line (the name must end in .npy and no line may be blank)")
     parser.add_argument("--batch_size", type=positive_int, default=32)
     parser.add_argument("--return_probs", action="store_true", help="also write class probabilities (classifiers)")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    add_backend_flag(parser)
     return parser
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from loguru import logger
 
-from bertorch.argtypes import positive_int
+from bertorch.argtypes import add_data_dir_flag, add_model_dir_flag, positive_int
 from bertorch.data.readers import resolve_path
 from bertorch.errors import reported_errors
 from bertorch.model_dir import read_task_info
@@ -20,16 +20,14 @@ from bertorch.predictors.backends import require_onnxruntime
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--model_dir", required=True, help="a directory written by a run_*.py script (or a HF model)")
+    add_model_dir_flag(p, "a directory written by a run_*.py script (or a HF model)")
     p.add_argument("--output", required=True, help="export directory (model.onnx + tokenizer), or a .onnx path")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17; at least 10)")
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="also write a dynamically quantised model_int8.onnx and compare it with fp32")
     p.add_argument("--dev_file", default=None, help="dev file in the task's training format: parity inputs, "
                                                     "and accuracy/F1 of fp32 vs int8 (default: built-in texts)")
-    p.add_argument("--data_dir", default=None,
-                   help="where a relative --dev_file is looked up, as in the training scripts (also "
-                        "$BERTORCH_DATA_DIR; then ./data, ../shared/data)")
+    add_data_dir_flag(p, "a relative --dev_file is")
     p.add_argument("--limit", type=positive_int, default=None, help="use at most N dev examples for the int8 metrics")
     p.add_argument("--pooling_mode", choices=POOLING_MODES, default=None,
                    help="pooling for a plain transformers encoder without a saved pooler (default: mean)")

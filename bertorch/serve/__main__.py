@@ -14,16 +14,15 @@ import signal
 import sys
 from typing import Sequence
 
-from bertorch.argtypes import non_negative_float, port_number, positive_int
+from bertorch.argtypes import add_backend_flag, add_model_dir_flag, non_negative_float, port_number, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bertorch.serve", description=__doc__,
                                 formatter_class=type("Formatter", (argparse.ArgumentDefaultsHelpFormatter,
                                                                    argparse.RawDescriptionHelpFormatter), {}))
-    p.add_argument("--model_dir", required=True,
-                   help="a directory written by a run_*.py script (a multi-task student serves each task)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="PyTorch or onnxruntime")
+    add_model_dir_flag(p, "a directory written by a run_*.py script (a multi-task student serves each task)")
+    add_backend_flag(p)
     p.add_argument("--onnx_dir", default=None, help="export_onnx.py output (or an .onnx file); None: --model_dir")
     p.add_argument("--int8", action="store_true", help="with --backend onnx: the export's model_int8.onnx")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1; None: cuda when available")
