@@ -11,6 +11,8 @@ settings and LD_PRELOAD are per process), in turns (A B C A B C ...), and report
   plain-bf16  plain under CPU bf16 autocast (pays on CPUs with AMX or AVX-512 BF16)
   ours-bf16   what --bf16 does: low-memory training under bf16 autocast, glibc's allocator defaults
   ours-tuned-bf16 / ours-stock-bf16   the same with bertorch.memory's mallopt settings / without low-memory
+  plain-compile / plain-compile-bf16   plain with torch.compile (inductor) on the model, fp32 / bf16 autocast:
+              on this fixed batch shape it compiles once, the best case for it (warm-up time reported)
   +jemalloc / +tcmalloc   a variant with that allocator preloaded (Debian's libjemalloc2 / libtcmalloc-minimal4)
 
     python -m bench.step_overhead [--steps 20] [--repeats 2] [--variants plain ours ...] [--output FILE]
@@ -40,6 +42,8 @@ BASE_VARIANTS = {
     "ours-bf16": {"ours": True, "tune": False, "low_memory": True, "bf16": True},
     "ours-tuned-bf16": {"ours": True, "tune": True, "low_memory": True, "bf16": True},
     "ours-stock-bf16": {"ours": True, "tune": False, "low_memory": False, "bf16": True},
+    "plain-compile": {"ours": False, "compile": True},
+    "plain-compile-bf16": {"ours": False, "compile": True, "bf16": True},
 }
 
 
@@ -109,9 +113,10 @@ def child(spec: dict, model_dir: str, steps: int, batch_size: int, length: int, 
     else:
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        forward = torch.compile(model) if spec.get("compile") else model
 
         def loss_fn():
-            return F.cross_entropy(model(input_ids=input_ids, attention_mask=mask).logits, labels)
+            return F.cross_entropy(forward(input_ids=input_ids, attention_mask=mask).logits, labels)
     model.train()
     def precision():
         return torch.autocast("cpu", dtype=torch.bfloat16) if spec.get("bf16") else contextlib.nullcontext()
@@ -125,13 +130,15 @@ def child(spec: dict, model_dir: str, steps: int, batch_size: int, length: int, 
         optimizer.zero_grad(set_to_none=True)
         return loss
 
+    start = time.perf_counter()
     for _ in range(3):
         step()
+    warmup = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
         step()
     seconds = time.perf_counter() - start
-    return {"step/s": steps / seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
+    return {"step/s": steps / seconds, "warmup_s": warmup, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
             "real_tokens": int(mask.sum()), "padded_tokens": int(mask.numel())}
 
 
@@ -197,11 +204,13 @@ def main(argv=None) -> dict:
                 print(f"{name:22s} {runs[name][-1]['step/s']:.3f} step/s  peak {runs[name][-1]['peak_rss_gb']:.2f} GB",
                       flush=True)
     peak = matmul_peak()
+    bf16_peak = matmul_peak("bfloat16") if any(variant_spec(n)[0].get("bf16") for n in args.variants) else None
     first = runs[args.variants[0]]
     real, padded = first[0]["real_tokens"], first[0]["padded_tokens"]
     summary = {}
     base = sorted(r["step/s"] for r in first)[len(first) // 2]
-    print(f"\nfp32 matmul peak {peak / 1e9:.1f} GFLOP/s; batch {args.batch_size} x {args.max_seq_length}: "
+    print(f"\nfp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
+          + (f", bf16 {bf16_peak / 1e9:.1f} GFLOP/s" if bf16_peak else "") + f"; batch {args.batch_size} x {args.max_seq_length}: "
           f"{real} real of {padded} tokens")
     for name, rs in runs.items():
         speed = sorted(r["step/s"] for r in rs)[len(rs) // 2]  # median
@@ -209,11 +218,17 @@ def main(argv=None) -> dict:
         used_padded = step_flops(config, args.batch_size, args.max_seq_length, padded) * speed / peak
         summary[name] = {"step/s": speed, f"x {args.variants[0]}": speed / base,
                          "peak_rss_gb": max(r["peak_rss_gb"] for r in rs),
-                         "util_real_tokens": used_real, "util_padded_tokens": used_padded}
+                         "util_real_tokens": used_real, "util_padded_tokens": used_padded,
+                         "warmup_s": sorted(r["warmup_s"] for r in rs)[len(rs) // 2]}
+        if bf16_peak and variant_spec(name)[0].get("bf16"):  # the same FLOPs over the peak of the maths it runs
+            summary[name]["util_real_tokens_of_bf16_peak"] = used_real * peak / bf16_peak
         print(f"{name:22s} {speed:.3f} step/s  x{speed / base:.2f} vs {args.variants[0]}  "
               f"peak {summary[name]['peak_rss_gb']:.2f} GB  utilisation {used_padded:.0%} (padded) "
-              f"{used_real:.0%} (real tokens)")
-    result = {"args": vars(args), "matmul_peak_flops": peak, "runs": runs, "summary": summary}
+              f"{used_real:.0%} (real tokens)"
+              + (f", {summary[name]['util_real_tokens_of_bf16_peak']:.0%} of the bf16 peak"
+                 if "util_real_tokens_of_bf16_peak" in summary[name] else "")
+              + f"  warm-up {summary[name]['warmup_s']:.1f} s")
+    result = {"args": vars(args), "matmul_peak_flops": peak, "bf16_matmul_peak_flops": bf16_peak, "runs": runs, "summary": summary}
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
