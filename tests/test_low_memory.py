@@ -210,3 +210,21 @@ def test_switched_model_under_bf16_autocast_equals_stock_without_dropout_and_kee
         torch.manual_seed(3)
         switched(**_batch()).loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in switched.bert.encoder.parameters())
+
+
+def test_large_batches_are_checkpointed_under_bf16_autocast_with_the_same_gradients():
+    plain = _bert(0.1)
+    use_low_memory_training(plain)
+    ours = copy.deepcopy(plain)
+    checkpoint_large_batches(ours, 10)  # 3 x 9 tokens: above the budget
+    grads = []
+    for model in (plain, ours):
+        model.train()
+        torch.manual_seed(3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**_batch()).loss
+        loss.backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(layer.gradient_checkpointing for layer in ours.bert.encoder.layer)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
