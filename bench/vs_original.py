@@ -18,7 +18,7 @@ original / this; step/s and RSS: this / original). "ours --no-group_by_length" i
 batch to its longest, as the original does: it is our program, not the original.
 
     python -m bench.vs_original [--steps 100] [--repeats 2] [--cases classification ner_linear ...]
-        [--programs original ours ours_padded ours_bf16]   # ours_bf16: ours with --bf16 (not run by default)
+        [--programs original ours ours_padded ours_bf16 ours_bf16_mallopt]   # the bf16 ones: not run by default
     # writes results/vs_original.json and .md (scripts/results.py's table) after every case
 """
 from __future__ import annotations
@@ -39,15 +39,20 @@ from datetime import datetime
 
 from bench import results_script
 from bench.train_throughput import ROOT, SHARED
+from bertorch.memory import tuned_environment
 
 PEERS = os.path.join(os.path.dirname(ROOT), "shared", "peers")
 MODEL_DIR = os.path.join(ROOT, "outputs", "bench", "tiny-zh-bert")
 BATCH_SIZE, MAX_SEQ_LENGTH, LEARNING_RATE = 32, 128, "1e-4"
 SMOKE_BELOW_STEPS = 20  # fewer steps give too few log windows to quote: the table says it is a smoke run
 # program -> flags of ours on top of the shared ones (None: the original)
-PROGRAMS = {"original": None, "ours": [], "ours_padded": ["--no-group_by_length"], "ours_bf16": ["--bf16"]}
+PROGRAMS = {"original": None, "ours": [], "ours_padded": ["--no-group_by_length"], "ours_bf16": ["--bf16"],
+            "ours_bf16_mallopt": ["--bf16"]}
+# program -> environment on top of the shared one: --bf16 skips tune_allocator(), this applies it from outside
+PROGRAM_ENV = {"ours_bf16_mallopt": tuned_environment()}
 DEFAULT_PROGRAMS = ["original", "ours", "ours_padded"]
 LABELS = {"original": "original bertorch", "ours": "ours", "ours_bf16": "ours --bf16 (bf16 autocast: not fp32's numerics)",
+          "ours_bf16_mallopt": "ours --bf16 with bertorch.memory's allocator settings (MALLOC_* variables)",
           "ours_padded": "ours --no-group_by_length (padded like the original; ours, not the original)"}
 
 
@@ -140,7 +145,8 @@ def run_once(program: str, case_name: str, data: str, steps: int, args, workdir:
     out = os.path.join(workdir, f"{case_name}-{program}")
     log_path = out + ".log"
     argv = command(program, case, data, MODEL_DIR, out, steps, os.path.join(args.peers, "bertorch-original"))
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(args.threads)}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(args.threads),
+           **PROGRAM_ENV.get(program, {})}
     status, usage, wall, start = launch(argv, env, log_path)
     text = open(log_path, encoding="utf-8", errors="replace").read()
     if status != 0:

@@ -73,6 +73,12 @@ def tune_allocator(mmap_threshold: int | None = None, trim_threshold: int | None
     return bool(ok)
 
 
+def tuned_environment() -> dict[str, str]:
+    """tune_allocator()'s settings as environment variables (glibc and PyTorch read them at start-up): what a
+    benchmark sets to apply them to a child process that does not call tune_allocator() itself."""
+    return {"THP_MEM_ALLOC_ENABLE": "1", **{_ENV[param]: str(value) for param, value in _DEFAULTS.items()}}
+
+
 def release_free_memory() -> bool:
     """Give the heap's free pages back to the OS (glibc ``malloc_trim``): tokenising a dataset leaves
     hundreds of MB freed but resident. Returns whether anything was released (False off glibc)."""
