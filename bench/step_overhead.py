@@ -138,7 +138,8 @@ def child(spec: dict, model_dir: str, steps: int, batch_size: int, length: int, 
     for _ in range(steps):
         step()
     seconds = time.perf_counter() - start
-    return {"step/s": steps / seconds, "warmup_s": warmup, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
+    return {"step/s": steps / seconds, "warmup_s": warmup,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,
             "real_tokens": int(mask.sum()), "padded_tokens": int(mask.numel())}
 
 
@@ -209,8 +210,8 @@ def main(argv=None) -> dict:
     real, padded = first[0]["real_tokens"], first[0]["padded_tokens"]
     summary = {}
     base = sorted(r["step/s"] for r in first)[len(first) // 2]
-    print(f"\nfp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
-          + (f", bf16 {bf16_peak / 1e9:.1f} GFLOP/s" if bf16_peak else "") + f"; batch {args.batch_size} x {args.max_seq_length}: "
+    bf16_note = f", bf16 {bf16_peak / 1e9:.1f} GFLOP/s" if bf16_peak else ""
+    print(f"\nfp32 matmul peak {peak / 1e9:.1f} GFLOP/s{bf16_note}; batch {args.batch_size} x {args.max_seq_length}: "
           f"{real} real of {padded} tokens")
     for name, rs in runs.items():
         speed = sorted(r["step/s"] for r in rs)[len(rs) // 2]  # median
@@ -228,7 +229,8 @@ def main(argv=None) -> dict:
               + (f", {summary[name]['util_real_tokens_of_bf16_peak']:.0%} of the bf16 peak"
                  if "util_real_tokens_of_bf16_peak" in summary[name] else "")
               + f"  warm-up {summary[name]['warmup_s']:.1f} s")
-    result = {"args": vars(args), "matmul_peak_flops": peak, "bf16_matmul_peak_flops": bf16_peak, "runs": runs, "summary": summary}
+    result = {"args": vars(args), "matmul_peak_flops": peak, "bf16_matmul_peak_flops": bf16_peak, "runs": runs,
+              "summary": summary}
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)

@@ -308,8 +308,8 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
     from bertorch.trainer import RankTimeout, Trainer
 
     args = parse_args(task_cls, argv, description)
-    # Before any data or model is allocated; a no-op off glibc. Not under --bf16: there it cost 13-17% of the
-    # speed for at most 15% of the peak (bertorch/memory.py's docstring has the measurements)
+    # Before any data or model is allocated; a no-op off glibc. Not under --bf16: there it cost 16-17% of the
+    # speed for 15% of the peak (bertorch/memory.py's docstring has the measurements)
     if not args.bf16:
         tune_allocator()
     env = D.setup(no_cuda=args.no_cuda, timeout_s=args.ddp_timeout)

@@ -25,10 +25,11 @@ and ``release_free_memory()`` after tokenising. With those and bertorch/models/l
 benchmark peaks at 1.01 GB (32.7 samples/s; 1.32 GB at 28.9 samples/s with --no-low_memory_training,
 results/train_throughput_lowmem_quiet.json).
 
-Not applied under ``--bf16`` (bertorch/cli.py): there it costs as much speed as it saves memory. On a fixed
-batch it cost 13% of step speed and lowered no peak (``python -m bench.step_overhead --variants ours-tuned-bf16
-ours-bf16``, results/step_overhead.md); on a real classification run, with bf16 low-memory training, it took the
-peak from 1.71 to 1.45 GB for 17% more wall time (``python -m bench.vs_original --cases classification
+Not applied under ``--bf16`` (bertorch/cli.py): there it costs as much speed as it saves memory. With bf16
+low-memory training, on a fixed batch it took the peak from 1.07 to 0.91 GB at 0.84x the step speed
+(``python -m bench.step_overhead --variants ours-bf16 ours-tuned-bf16``, results/step_overhead.md, last table;
+before bf16 had low-memory training it cost 13% and lowered no peak), and on a real classification run from
+1.71 to 1.45 GB for 17% more wall time (``python -m bench.vs_original --cases classification
 --programs original ours_bf16 ours_bf16_mallopt``, results/vs_original_bf16_mallopt/). Setting the MALLOC_*
 variables of ``tuned_environment()`` applies it to a --bf16 run from outside.
 """

@@ -48,8 +48,8 @@ ATTENTION_NAME = "bertorch_sdpa"
 def _pays(*tensors: torch.Tensor) -> bool:
     """Training on CPU with gradients, in fp32 or under bf16 autocast (--bf16): where the memory saving
     applies and the maths is ours. Attention is computed in fp32 either way, as stock CPU SDPA does."""
-    return (torch.is_grad_enabled() and not (torch.is_autocast_enabled("cpu")
-                                             and torch.get_autocast_dtype("cpu") != torch.bfloat16)
+    autocast_ok = not torch.is_autocast_enabled("cpu") or torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return (torch.is_grad_enabled() and autocast_ok
             and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.bfloat16) for t in tensors))
 
 
