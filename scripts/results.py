@@ -91,10 +91,10 @@ def add(args) -> None:
         json.dump(table, f, indent=2, ensure_ascii=False)
 
 
-BUDGET_COLUMNS = ("train batch", "max length", "epochs", "lr", "steps", "train time (s)")
-# the header states a table's batch size and max length; where its rows differ (a sweep of one of them),
-# each row says its own, from its recipe
-SHAPE_COLUMNS = {"train batch": "batch_size", "max length": "max_seq_length"}
+BUDGET_COLUMNS = ("train batch", "max length", "train dtype", "epochs", "lr", "steps", "train time (s)")
+# the header states a table's batch size, max length and precision; where its rows differ (a sweep of one of
+# them, a row rerun under --bf16), each row says its own, from its recipe
+SHAPE_COLUMNS = {"train batch": "batch_size", "max length": "max_seq_length", "train dtype": "precision"}
 RECIPE_KEYS = ("epochs", "max_steps", "learning_rate", "warmup_proportion", "weight_decay", "batch_size",
                "max_seq_length", "crf_learning_rate", "layerwise_lr_decay", "pooling_mode", "scheduler", "seed")
 
@@ -110,9 +110,19 @@ def read_recipe(run_dir: str) -> dict:
         recipe = {"trained": False}
     else:
         recipe = {k: flags[k] for k in RECIPE_KEYS if flags.get(k) is not None}
+        recipe["precision"] = "bf16" if flags.get("bf16") else "fp16" if flags.get("fp16") else "fp32"
     if "argv" in flags:
         recipe["command"] = " ".join([flags.get("script", ""), *flags["argv"]]).strip()
     return recipe
+
+
+def recipe_value(recipe: dict, key: str):
+    """A recipe's value for a SHAPE_COLUMNS key; rows recorded before the precision was kept say theirs in
+    their command line (autocast is opt-in: without --bf16 / --fp16 a run trained in fp32)."""
+    if key == "precision" and key not in recipe and "command" in recipe:
+        flags = recipe["command"].split()
+        return "bf16" if "--bf16" in flags else "fp16" if "--fp16" in flags else "fp32"
+    return recipe.get(key)
 
 
 def read_curve(run_dir: str, key: str) -> list[list]:
@@ -145,12 +155,14 @@ def render(args) -> str:
     columns = [c for c in columns if not c.startswith("_")]  # "_" columns only identify rows
     meta = dict(table.get("meta", {}))
     for column, key in SHAPE_COLUMNS.items():
-        values = {r["_recipe"][key] for r in table["rows"] if key in r.get("_recipe", {})}
+        values = {recipe_value(r["_recipe"], key) for r in table["rows"] if "_recipe" in r} - {None}
         if len(values) > 1:  # rows without a recipe (evaluations, older rows) read "-"
             for row in table["rows"]:
-                row[column] = row.get("_recipe", {}).get(key, "-")
+                row[column] = recipe_value(row.get("_recipe", {}), key) or "-"
             columns.append(column)
             meta[key] = "per row"
+        elif values:
+            meta.setdefault(key, values.pop())
     # measurements first (in their order), then recipe, budget and cost in BUDGET_COLUMNS' order
     columns.sort(key=lambda c: BUDGET_COLUMNS.index(c) + 1 if c in BUDGET_COLUMNS else 0)
     machines = {r.get("_machine", meta.get("hardware", "?")) for r in table["rows"]}
@@ -161,7 +173,9 @@ def render(args) -> str:
         meta = {**meta, "hardware": " / ".join(sorted(machines))}
     lines = [f"<!-- written by scripts/results.py from results/{args.name}.json -->",
              f"Measured on {meta.get('hardware', '?')}; model `{os.path.basename(meta.get('model', '').rstrip('/'))}`; "
-             f"batch {meta.get('batch_size', '?')}, max length {meta.get('max_seq_length', '?')}; {meta.get('date', '')}"
+             f"batch {meta.get('batch_size', '?')}, max length {meta.get('max_seq_length', '?')}"
+             f"{'' if meta.get('precision', 'fp32') in ('fp32', 'per row') else ', trained in ' + meta['precision']}; "
+             f"{meta.get('date', '')}"
              + (" (QUICK mode: pipeline check, not real figures)" if meta.get("quick") == "1" else ""), "",
              "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in table["rows"]:

@@ -129,3 +129,31 @@ def test_rows_of_different_max_lengths_each_say_their_own(tmp_path, monkeypatch)
     assert "| sweep | acc | max length | epochs |" in table
     assert "| len 128 | 0.9000 | 128 | - |" in table and "| len 256 | 0.9000 | 256 | - |" in table
     assert "train batch" not in table  # the same for every row: the header says it
+
+
+def test_a_row_rerun_under_bf16_says_so_beside_fp32_rows(tmp_path, monkeypatch):
+    """A row trained under --bf16 beside fp32 rows gets a train dtype column; rows recorded before the dtype
+    was kept read it from their command line; one dtype for all rows is said once in the header."""
+    results = script("results")
+    monkeypatch.setattr(results, "RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("BATCH_SIZE", "32")
+    monkeypatch.setenv("MAX_SEQ_LENGTH", "128")
+    for name, argv in (("old", ["--epochs", "3"]), ("new", ["--epochs", "3", "--bf16"])):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "all_results.json").write_text(json.dumps({"global_step": 9, "train_seconds": 5.0, "best_acc": 0.9}))
+        (run / "training_args.json").write_text(json.dumps({
+            "epochs": 3, "max_steps": -1, "learning_rate": 1e-4, "bf16": "--bf16" in argv, "argv": argv}))
+        results.main(["add", "t", "--run", str(run), "--set", f"dataset={name}", "--metric", "acc=best_acc"])
+        table = results.render(argparse.Namespace(name="t"))
+        if name == "old":
+            assert "train dtype" not in table and "trained in" not in table  # fp32 alone: the default, unsaid
+    rows = json.load(open(tmp_path / "t.json"))["rows"]
+    rows[0]["_recipe"].pop("precision")  # a row from before the dtype was recorded
+    json.dump({**json.load(open(tmp_path / "t.json")), "rows": rows}, open(tmp_path / "t.json", "w"))
+    table = results.render(argparse.Namespace(name="t"))
+    assert "| dataset | acc | train dtype | epochs |" in table
+    assert "| old | 0.9000 | fp32 | 3 |" in table and "| new | 0.9000 | bf16 | 3 |" in table
+    results.main(["add", "t", "--run", str(tmp_path / "new"), "--set", "dataset=old", "--metric", "acc=best_acc"])
+    table = results.render(argparse.Namespace(name="t"))  # both rows bf16 now
+    assert "batch 32, max length 128, trained in bf16;" in table and "train dtype" not in table
