@@ -129,3 +129,12 @@ def test_an_embedding_array_is_written_to_exactly_the_path_given(dirs, tmp_path)
     assert np.load(tmp_path / "lib").shape == (1, 32)  # the library call writes where it is told, too
     with pytest.raises(SystemExit, match=r"^error: .*in\.txt:2: blank line: an embedding model writes one \.npy row"):
         run_predict(dirs["encoder"], tmp_path, "很好\n\n太差\n", "v2.npy")
+
+
+def test_an_unknown_backend_is_refused_naming_the_ones_there_are(dirs):
+    from bertorch.predictors.encoder import SentenceEncoder
+
+    with pytest.raises(ValueError, match=r"^unknown backend 'tensorrt'; use one of torch, onnx$"):
+        Predictor.from_pretrained(dirs["classifier"], backend="tensorrt")
+    with pytest.raises(ValueError, match=r"^unknown backend 'tensorrt'; use one of torch, onnx$"):
+        SentenceEncoder.from_pretrained(dirs["encoder"], backend="tensorrt")

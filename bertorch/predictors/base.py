@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bertorch.argtypes import BACKENDS
 from bertorch.data.readers import iter_lines
 from bertorch.errors import ModelError, UsageError
 from bertorch.model_dir import TASK_FILE, is_span_model, read_multitask_manifest, read_task_info
@@ -75,7 +76,7 @@ class Predictor:
         if backend == "onnx":
             return onnx_predictor(cls, model_dir, info, device, output=cls.onnx_output, **kwargs)
         if backend != "torch":
-            raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
+            raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         return cls(model_dir, info, TorchBackend(load_pretrained(cls.auto_class, model_dir), device))
 
     def batches(self, n: int, lengths: Sequence[int], batch_size: int):

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bertorch.argtypes import BACKENDS
 from bertorch.data.readers import DataError
 from bertorch.errors import UsageError
 from bertorch.predictors.backends import TorchBackend, onnx_predictor
@@ -29,7 +30,7 @@ class SentenceEncoder(Predictor):
             return onnx_predictor(cls, model_dir, info, device, output="sentence_embedding", pooling_mode=pooling_mode,
                                   **kwargs)
         if backend != "torch":
-            raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
+            raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         from transformers import AutoModel
 
         from bertorch.models.biencoder import SentenceEmbedder
