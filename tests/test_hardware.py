@@ -1,0 +1,22 @@
+"""bertorch.hardware: --bf16 is picked only where the CPU has bf16 instructions (elsewhere it is emulated)."""
+import pytest
+import torch
+
+from bertorch import hardware
+
+CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nbogomips\t: 4800\n"
+
+
+@pytest.mark.parametrize("extra, native", [("avx512_bf16 avx512_vnni", True), ("amx_bf16 amx_tile", True),
+                                           ("avx512_vnni", False), ("", False)])
+def test_bf16_is_native_only_with_bf16_instructions(extra, native, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(extra=extra))
+    assert hardware.native_bf16(str(cpuinfo)) is native
+
+
+def test_no_cpuinfo_means_no_flags_and_no_bf16(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware.cpu_flags(str(tmp_path / "missing")) == frozenset()
+    assert hardware.native_bf16(str(tmp_path / "missing")) is False
