@@ -312,8 +312,8 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
     # speed for 15% of the peak (bertorch/memory.py's docstring has the measurements)
     if not args.bf16:
         tune_allocator()
-    else:  # CPU bf16 matmuls go through oneDNN, whose per-shape cache grew the RSS of every run (memory.py)
-        limit_onednn_cache()
+    else:  # CPU bf16 matmuls go through oneDNN, whose per-shape cache grew a real run's RSS by 0.6 GB (memory.py);
+        limit_onednn_cache()  # on CUDA it changes nothing
     env = D.setup(no_cuda=args.no_cuda, timeout_s=args.ddp_timeout)
     setup_logging(env.is_main)
     with reported_errors():

@@ -13,7 +13,8 @@ NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
-    """The instruction-set flags of the first CPU in /proc/cpuinfo (empty off Linux)."""
+    """The instruction-set flags of the first CPU in /proc/cpuinfo: x86 Linux only (empty elsewhere, e.g. on
+    macOS, or on Arm, whose cpuinfo lists `Features`), so there nothing is picked."""
     try:
         with open(cpuinfo, encoding="utf-8") as f:
             for line in f:
@@ -27,10 +28,15 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
 def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+    if torch.cuda.is_available():  # not emulated bf16 (pre-Ampere GPUs report that too by default)
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return bool(NATIVE_BF16_CPU_FLAGS & cpu_flags(cpuinfo))
 
 
+def autocast_flag() -> str:
+    """What scripts/quickstart.sh passes: "--bf16" where bf16 is native, else ""."""
+    return "--bf16" if native_bf16() else ""
+
+
 if __name__ == "__main__":
-    print("--bf16" if native_bf16() else "")
+    print(autocast_flag())

@@ -38,8 +38,8 @@ primitive (with its scratch memory) for every distinct shape it has seen, up to 
 grouping every padded length and last-batch size is a new shape, so a real --bf16 run's RSS grew step after
 step (a 100-step classification run on the 4x312 BERT: 1.05 GB after 15 steps, 1.80 GB at the end; 2.16 GB
 after 200 steps), while its fp32 twin stayed flat at 1.1-1.2 GB. With the cache off the same run peaked at
-1.24 GB (sampled /proc RSS, runs in turns; with capacity 64: 1.55 GB); ``malloc_trim`` every step only got
-it to 1.34 GB: the memory is held, not free.
+1.24 GB (sampled /proc RSS, runs in turns; capacity 64: 1.55 GB; 1.22 GB set by this function in-process);
+``malloc_trim`` every step only got it to 1.34 GB: the memory is held, not free.
 """
 from __future__ import annotations
 
@@ -95,8 +95,10 @@ ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
 
 def limit_onednn_cache(capacity: int = 0) -> None:
-    """Cap oneDNN's primitive cache (the module docstring says why --bf16 does); read when oneDNN creates its
-    first primitive, so call it before the first bf16 matmul. An explicit variable in the environment wins."""
+    """Cap oneDNN's primitive cache (the module docstring says why --bf16 does). oneDNN reads the variable once,
+    at its first primitive: in a process that already ran CPU bf16 matmuls (a notebook calling bertorch.train
+    twice) this changes nothing. It stays set for the rest of the process and its children. An explicit
+    variable in the environment wins (ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 is oneDNN's default)."""
     os.environ.setdefault(ONEDNN_CACHE_ENV, str(capacity))
 
 

@@ -94,7 +94,7 @@ def add(args) -> None:
 BUDGET_COLUMNS = ("train batch", "max length", "train dtype", "epochs", "lr", "steps", "train time (s)")
 # the header states a table's batch size, max length and precision; where its rows differ (a sweep of one of
 # them, a row rerun under --bf16), each row says its own, from its recipe
-SHAPE_COLUMNS = {"train batch": "batch_size", "max length": "max_seq_length", "train dtype": "precision"}
+SHAPE_COLUMNS = {"train batch": "batch_size", "max length": "max_seq_length", "train dtype": "dtype"}
 RECIPE_KEYS = ("epochs", "max_steps", "learning_rate", "warmup_proportion", "weight_decay", "batch_size",
                "max_seq_length", "crf_learning_rate", "layerwise_lr_decay", "pooling_mode", "scheduler", "seed")
 
@@ -110,16 +110,17 @@ def read_recipe(run_dir: str) -> dict:
         recipe = {"trained": False}
     else:
         recipe = {k: flags[k] for k in RECIPE_KEYS if flags.get(k) is not None}
-        recipe["precision"] = "bf16" if flags.get("bf16") else "fp16" if flags.get("fp16") else "fp32"
+        recipe["dtype"] = "bf16" if flags.get("bf16") else "fp16" if flags.get("fp16") else "fp32"
     if "argv" in flags:
         recipe["command"] = " ".join([flags.get("script", ""), *flags["argv"]]).strip()
     return recipe
 
 
 def recipe_value(recipe: dict, key: str):
-    """A recipe's value for a SHAPE_COLUMNS key; rows recorded before the precision was kept say theirs in
-    their command line (autocast is opt-in: without --bf16 / --fp16 a run trained in fp32)."""
-    if key == "precision" and key not in recipe and "command" in recipe:
+    """A recipe's value for a SHAPE_COLUMNS key; a training run recorded before the dtype was kept says its own
+    in its command line (autocast is opt-in: without --bf16 / --fp16 a run trained in fp32); an evaluation
+    (no epochs: nothing trained) has none."""
+    if key == "dtype" and key not in recipe and "command" in recipe and "epochs" in recipe:
         flags = recipe["command"].split()
         return "bf16" if "--bf16" in flags else "fp16" if "--fp16" in flags else "fp32"
     return recipe.get(key)
@@ -155,14 +156,17 @@ def render(args) -> str:
     columns = [c for c in columns if not c.startswith("_")]  # "_" columns only identify rows
     meta = dict(table.get("meta", {}))
     for column, key in SHAPE_COLUMNS.items():
-        values = {recipe_value(r["_recipe"], key) for r in table["rows"] if "_recipe" in r} - {None}
-        if len(values) > 1:  # rows without a recipe (evaluations, older rows) read "-"
-            for row in table["rows"]:
-                row[column] = recipe_value(row.get("_recipe", {}), key) or "-"
+        found = [recipe_value(r.get("_recipe", {}), key) for r in table["rows"]]
+        values = set(found) - {None}
+        # a dtype other than fp32 is said per row when some rows cannot say theirs (older rows, evaluations)
+        unsaid = key == "dtype" and values - {"fp32"} and None in found
+        if len(values) > 1 or unsaid:  # rows without a recipe (evaluations, older rows) read "-"
+            for row, value in zip(table["rows"], found):
+                row[column] = value or "-"
             columns.append(column)
             meta[key] = "per row"
-        elif values:
-            meta.setdefault(key, values.pop())
+        elif values and not meta.get(key):
+            meta[key] = values.pop()
     # measurements first (in their order), then recipe, budget and cost in BUDGET_COLUMNS' order
     columns.sort(key=lambda c: BUDGET_COLUMNS.index(c) + 1 if c in BUDGET_COLUMNS else 0)
     machines = {r.get("_machine", meta.get("hardware", "?")) for r in table["rows"]}
@@ -174,7 +178,7 @@ def render(args) -> str:
     lines = [f"<!-- written by scripts/results.py from results/{args.name}.json -->",
              f"Measured on {meta.get('hardware', '?')}; model `{os.path.basename(meta.get('model', '').rstrip('/'))}`; "
              f"batch {meta.get('batch_size', '?')}, max length {meta.get('max_seq_length', '?')}"
-             f"{'' if meta.get('precision', 'fp32') in ('fp32', 'per row') else ', trained in ' + meta['precision']}; "
+             f"{'' if meta.get('dtype', 'fp32') in ('fp32', 'per row') else ', trained in ' + meta['dtype']}; "
              f"{meta.get('date', '')}"
              + (" (QUICK mode: pipeline check, not real figures)" if meta.get("quick") == "1" else ""), "",
              "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]

@@ -20,3 +20,20 @@ def test_no_cpuinfo_means_no_flags_and_no_bf16(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert hardware.cpu_flags(str(tmp_path / "missing")) == frozenset()
     assert hardware.native_bf16(str(tmp_path / "missing")) is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_on_a_gpu_only_native_bf16_counts(native, monkeypatch):
+    """A pre-Ampere GPU emulates bf16: torch's default (including_emulation=True) would say yes there."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: asked.append(including_emulation) or native)
+    assert hardware.native_bf16() is native and asked == [False]
+
+
+def test_the_flag_the_quickstart_reads_is_bf16_or_nothing(monkeypatch):
+    monkeypatch.setattr(hardware, "native_bf16", lambda: True)
+    assert hardware.autocast_flag() == "--bf16"
+    monkeypatch.setattr(hardware, "native_bf16", lambda: False)
+    assert hardware.autocast_flag() == ""

@@ -148,12 +148,18 @@ def test_a_row_rerun_under_bf16_says_so_beside_fp32_rows(tmp_path, monkeypatch):
         table = results.render(argparse.Namespace(name="t"))
         if name == "old":
             assert "train dtype" not in table and "trained in" not in table  # fp32 alone: the default, unsaid
-    rows = json.load(open(tmp_path / "t.json"))["rows"]
-    rows[0]["_recipe"].pop("precision")  # a row from before the dtype was recorded
-    json.dump({**json.load(open(tmp_path / "t.json")), "rows": rows}, open(tmp_path / "t.json", "w"))
+    table_file = tmp_path / "t.json"
+    saved = json.loads(table_file.read_text())
+    saved["rows"][0]["_recipe"].pop("dtype")  # a row from before the dtype was recorded
+    table_file.write_text(json.dumps(saved))
     table = results.render(argparse.Namespace(name="t"))
     assert "| dataset | acc | train dtype | epochs |" in table
     assert "| old | 0.9000 | fp32 | 3 |" in table and "| new | 0.9000 | bf16 | 3 |" in table
     results.main(["add", "t", "--run", str(tmp_path / "new"), "--set", "dataset=old", "--metric", "acc=best_acc"])
     table = results.render(argparse.Namespace(name="t"))  # both rows bf16 now
     assert "batch 32, max length 128, trained in bf16;" in table and "train dtype" not in table
+    saved = json.loads(table_file.read_text())
+    saved["rows"].append({"dataset": "untrained", "acc": 0.5, "_recipe": {"command": "run_classifier.py --no-do_train"}})
+    table_file.write_text(json.dumps(saved))
+    table = results.render(argparse.Namespace(name="t"))  # an evaluation has no dtype: the bf16 rows say theirs
+    assert "trained in" not in table and "| untrained | 0.5000 | - |" in table and "| new | 0.9000 | bf16 |" in table
