@@ -159,7 +159,8 @@ def test_a_row_rerun_under_bf16_says_so_beside_fp32_rows(tmp_path, monkeypatch):
     table = results.render(argparse.Namespace(name="t"))  # both rows bf16 now
     assert "batch 32, max length 128, trained in bf16;" in table and "train dtype" not in table
     saved = json.loads(table_file.read_text())
-    saved["rows"].append({"dataset": "untrained", "acc": 0.5, "_recipe": {"command": "run_classifier.py --no-do_train"}})
+    evaluation = {"command": "run_classifier.py --no-do_train"}
+    saved["rows"].append({"dataset": "untrained", "acc": 0.5, "_recipe": evaluation})
     table_file.write_text(json.dumps(saved))
     table = results.render(argparse.Namespace(name="t"))  # an evaluation has no dtype: the bf16 rows say theirs
     assert "trained in" not in table and "| untrained | 0.5000 | - |" in table and "| new | 0.9000 | bf16 |" in table
