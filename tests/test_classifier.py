@@ -208,3 +208,18 @@ def test_bad_input_stops_before_training_naming_file_and_line(case, message, tin
     with pytest.raises(SystemExit, match=message):
         run_classifier.main(args_for(model, files, tmp_path / "out", "--max_steps", "1", *extra))
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_metric_for_best_picks_the_best_model_by_macro_f1(tiny_bert, sentiment_files, tmp_path):
+    """--metric_for_best macro_f1: best/ and best_* are the evaluation with the highest macro-F1 (on imbalanced
+    labels the best-accuracy one can be a majority vote)."""
+    out = tmp_path / "out"
+    results = run_classifier.main(args_for(tiny_bert, sentiment_files, out, "--max_steps", "12", "--eval_steps", "2",
+                                           "--save_best_model", "--metric_for_best", "macro_f1",
+                                           "--learning_rate", "1e-3"))
+    evals = [r for r in map(json.loads, open(out / "metrics.jsonl", encoding="utf-8")) if r["kind"] == "eval"]
+    best = max(evals, key=lambda r: r["macro_f1"])  # max() keeps the first of equals, as the trainer does
+    assert results["best_step"] == best["step"] and results["best_macro_f1"] == best["macro_f1"]
+    assert results["best_accuracy"] == best["accuracy"]  # every metric of that one evaluation
+    with pytest.raises(SystemExit):
+        run_classifier.main(args_for(tiny_bert, sentiment_files, out, "--metric_for_best", "f1"))

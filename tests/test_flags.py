@@ -37,6 +37,7 @@ SHARED = {
 # Tasks with a classifier over labels (Task.label_head): labels, the head's dropout, the hard-label loss.
 LABELS = {"--label_file", "--dropout_rate", "--loss_type", "--label_smoothing", "--focal_gamma", "--focal_alpha"}
 RDROP = {"--rdrop_alpha"}  # tasks whose predictions are distributions (Task.supports_rdrop)
+CLASSIFICATION = {"--is_text_pair", "--metric_for_best"}  # ClassificationTask's own group
 TAGGER = {"--use_crf", "--crf_learning_rate", "--doc_stride"}
 NER_HEADS = {"--head", "--gp_head_size"}  # run_ner only: a distillation's tagger head comes from its teacher
 SENTENCE = {"--pooling_mode", "--output_emb_size", "--matryoshka_dims", "--matryoshka_weights"}
@@ -48,14 +49,14 @@ DISTILL = {
     "--kd_loss_weight_schedule", "--matches", "--teacher_cached", "--aux_data_file", "--max_aux_examples",
 }
 SCRIPTS = {  # (main, arguments before --help) -> the flags its --help must list, no more, no fewer
-    "run_classifier": (run_classifier.main, [], SHARED | LABELS | RDROP | {"--is_text_pair"}),
+    "run_classifier": (run_classifier.main, [], SHARED | LABELS | RDROP | CLASSIFICATION),
     "run_ner": (run_ner.main, [], SHARED | LABELS | RDROP | TAGGER | NER_HEADS | {"--tag"}),
     "run_sentencebert": (run_sentencebert.main, [], SHARED | LABELS | SENTENCE | {"--is_nli", "--concat_multiply",
                                                                         "--loss", "--cosent_scale"}),
     "run_simcse": (run_simcse.main, [], SHARED | CONTRASTIVE | {"--dropout"}),
     "run_batchneg": (run_batchneg.main, [], SHARED | CONTRASTIVE | {"--mean_loss"}),
     "run_distill": (run_distill.main, [],
-                    SHARED | LABELS | DISTILL | {"--is_text_pair", "--allow_different_tokenizers"}),
+                    SHARED | LABELS | DISTILL | CLASSIFICATION | {"--allow_different_tokenizers"}),
     "run_distill --task sequence_labeling": (run_distill.main, ["--task", "sequence_labeling"],
                                              SHARED | LABELS | DISTILL | TAGGER | {"--tag"}),
     # each task's tag scheme and --is_text_pair come from its teacher
