@@ -39,7 +39,14 @@ grouping every padded length and last-batch size is a new shape, so a real --bf1
 step (a 100-step classification run on the 4x312 BERT: 1.05 GB after 15 steps, 1.80 GB at the end; 2.16 GB
 after 200 steps), while its fp32 twin stayed flat at 1.1-1.2 GB. With the cache off the same run peaked at
 1.24 GB (sampled /proc RSS, runs in turns; capacity 64: 1.55 GB; 1.22 GB set by this function in-process);
-``malloc_trim`` every step only got it to 1.34 GB: the memory is held, not free.
+``malloc_trim`` every step only got it to 1.34 GB: the memory is held, not free. The cap costs speed (every
+matmul builds its primitive again): against the original program (``python -m bench.vs_original --steps 100
+--repeats 2 --cases classification --programs original ours_bf16 ours_bf16_onednn_cache ours_bf16_mallopt
+--output results/vs_original_bf16_onednn``) --bf16 took 73.1 s at 1.19 GB capped, 63.8 s at 1.69 GB with
+oneDNN's default cache, 69.6 s at 1.10 GB capped plus the MALLOC_* settings (the original: 134 s, 1.91 GB).
+Kept: the memory budget of fp32 at 1.8x the original's speed. Measured, not adopted yet: padding batches to
+a multiple of 8 tokens (fewer shapes) with the default cache kept the uncapped speed at 1.30 GB (55.8 s vs
+55.3 s uncapped, 62.4 s capped; an ad-hoc wrapper around the collator, median of 2 runs in turns).
 """
 from __future__ import annotations
 
