@@ -2,7 +2,8 @@
 (scripts/quickstart.sh): a CUDA GPU that supports bf16, or a CPU with bf16 instructions (AVX512-BF16, AMX).
 
 On such a CPU --bf16 trains faster at fp32's accuracy (ChnSentiCorp, 300 steps: 386 s against 595 s, dev
-accuracy 0.9156 both; results/sweeps_classification.md); without the instructions bf16 is emulated and
+accuracy 0.9156 both, results/sweeps_classification.md, measured before --bf16 capped oneDNN's cache; the
+quickstart's epoch with the cap: 288 s, dev 0.9130 as in fp32); without the instructions bf16 is emulated and
 slower than fp32, so nothing is chosen there.
 
     python -m bertorch.hardware      # prints --bf16 where it pays, else nothing
