@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m bertorch.pretrained", description=__doc__.split("\n")[0])
     parser.add_argument("dest", nargs="?", default=None,
-                        help="where the model directory goes (default: $BERTORCH_M3E_DIR, else ~/.cache/bertorch/m3e-small)")
+                        help="where the model directory goes (default: $BERTORCH_M3E_DIR, else "
+                             "~/.cache/bertorch/m3e-small)")
     print(fetch_m3e_small(parser.parse_args(argv).dest))
 
 

@@ -92,7 +92,7 @@ def add(args) -> None:
 
 
 BUDGET_COLUMNS = ("train batch", "max length", "train dtype", "epochs", "lr", "steps", "train time (s)")
-# the header states a table's batch size, max length and precision; where its rows differ (a sweep of one of
+# the header states a table's batch size, max length and train dtype; where its rows differ (a sweep of one of
 # them, a row rerun under --bf16), each row says its own, from its recipe
 SHAPE_COLUMNS = {"train batch": "batch_size", "max length": "max_seq_length", "train dtype": "dtype"}
 RECIPE_KEYS = ("epochs", "max_steps", "learning_rate", "warmup_proportion", "weight_decay", "batch_size",
@@ -110,19 +110,23 @@ def read_recipe(run_dir: str) -> dict:
         recipe = {"trained": False}
     else:
         recipe = {k: flags[k] for k in RECIPE_KEYS if flags.get(k) is not None}
-        recipe["dtype"] = "bf16" if flags.get("bf16") else "fp16" if flags.get("fp16") else "fp32"
+        recipe["dtype"] = train_dtype(bool(flags.get("bf16")), bool(flags.get("fp16")))
     if "argv" in flags:
         recipe["command"] = " ".join([flags.get("script", ""), *flags["argv"]]).strip()
     return recipe
 
 
+def train_dtype(bf16: bool, fp16: bool) -> str:
+    """The dtype a run trained in: autocast is opt-in, so without --bf16 / --fp16 it is fp32."""
+    return "bf16" if bf16 else "fp16" if fp16 else "fp32"
+
+
 def recipe_value(recipe: dict, key: str):
     """A recipe's value for a SHAPE_COLUMNS key; a training run recorded before the dtype was kept says its own
-    in its command line (autocast is opt-in: without --bf16 / --fp16 a run trained in fp32); an evaluation
-    (no epochs: nothing trained) has none."""
+    in its command line; an evaluation (no epochs: nothing trained) has none."""
     if key == "dtype" and key not in recipe and "command" in recipe and "epochs" in recipe:
         flags = recipe["command"].split()
-        return "bf16" if "--bf16" in flags else "fp16" if "--fp16" in flags else "fp32"
+        return train_dtype("--bf16" in flags, "--fp16" in flags)
     return recipe.get(key)
 
 
