@@ -2,7 +2,7 @@
 size, fewer pad tokens with length grouping, resumable mid-epoch; eval shards cover the set once."""
 import random
 
-from bertorch.data.batching import TrainBatchSampler, eval_shard, pad_sequences
+from bertorch.data.batching import TrainBatchSampler, eval_shard, pad_sequences, padded_length
 
 _rng = random.Random(0)
 LENGTHS = [_rng.randint(3, 120) for _ in range(203)]
@@ -67,3 +67,10 @@ def test_the_longest_example_comes_first_with_grouping_only():
         assert longest in epoch_batches(1, 16, epoch=epoch)[0][0]  # the epoch's memory peak, met at step 1
     plain = [epoch_batches(1, 16, epoch=e, group_by_length=False)[0][0] for e in range(3)]
     assert not all(longest in b for b in plain)  # the baseline's order stays purely random
+
+
+def test_padded_length_rounds_up_but_not_past_the_limit():
+    assert [padded_length(n, 8, 128) for n in (1, 8, 9, 121, 127, 128)] == [8, 8, 16, 128, 128, 128]
+    assert padded_length(130, 8, 128) == 130  # already past the limit (a window's specials): unchanged
+    assert padded_length(45, 8, 50) == 48 and padded_length(49, 8, 50) == 50
+    assert [padded_length(n, 1, 128) for n in (1, 77)] == [1, 77]

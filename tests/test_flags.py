@@ -23,7 +23,7 @@ from bertorch import predict  # predict.py runs bertorch.predict.main
 SHARED = {
     "--pretrained_model_name_or_path", "--model_name_or_path", "--init_from_ckpt", "--max_seq_length",
     "--train_data_file", "--dev_data_file", "--data_dir", "--group_by_length", "--no-group_by_length",
-    "--pad_to_max_length", "--num_workers", "--max_train_samples", "--max_eval_samples",
+    "--pad_to_max_length", "--pad_to_multiple_of", "--num_workers", "--max_train_samples", "--max_eval_samples",
     "--do_train", "--no-do_train", "--eval_only", "--batch_size", "--per_device_train_batch_size",
     "--eval_batch_size", "--epochs", "--num_train_epochs", "--max_steps", "--max_train_steps",
     "--gradient_accumulation_steps", "--learning_rate", "--scheduler", "--lr_scheduler_type", "--warmup_proportion",

@@ -16,6 +16,10 @@ import torch
 from bertorch.errors import UsageError
 
 MEGABATCH_FACTOR = 50  # sort within windows of 50 global batches: most of the padding win, still random
+# Under autocast, padded lengths are rounded up to a multiple of this (cli's --pad_to_multiple_of default).
+# CPU bf16 matmuls run through oneDNN, which builds and caches a primitive, with its scratch memory, per
+# shape; fp16/bf16 tensor cores on CUDA want multiples of 8 as well. In fp32 the extra pad tokens are only cost.
+AUTOCAST_PAD_MULTIPLE = 8
 
 
 class TrainBatchSampler:
@@ -95,6 +99,13 @@ def pad_sequences(seqs: Sequence[Sequence[int]], value: int, length: int | None 
     for row, seq in enumerate(seqs):
         out[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
     return out
+
+
+def padded_length(longest: int, multiple_of: int = 1, limit: int | None = None) -> int:
+    """`longest` rounded up to a multiple of `multiple_of`, but not past `limit` (the model's input limit)
+    unless `longest` already is."""
+    rounded = -(-longest // multiple_of) * multiple_of
+    return max(longest, min(rounded, limit)) if limit is not None else rounded
 
 
 def collate_encodings(features: Sequence[dict], pad_token_id: int, pad_to: int | None = None) -> dict:

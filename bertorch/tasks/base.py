@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 from loguru import logger
 
-from bertorch.data.batching import TrainBatchSampler, collate_encodings
+from bertorch.data.batching import TrainBatchSampler, collate_encodings, padded_length
 from bertorch.data.readers import resolve_path
 from bertorch.distributed import DistEnv
 from bertorch.losses.classification import build_loss
@@ -125,14 +125,19 @@ class Task:
                                  e.rank, e.world_size, a.seed, a.group_by_length)
 
     def collate(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
-        batch = collate_encodings(features, self.tokenizer.pad_token_id, self.pad_to())
+        batch = collate_encodings(features, self.tokenizer.pad_token_id, self.pad_to(features))
         if "label" in features[0]:
             batch["labels"] = torch.tensor([f["label"] for f in features])
         return batch
 
-    def pad_to(self) -> int | None:
-        """Pad every batch to max_seq_length instead of its longest example (benchmark baseline only)."""
-        return self.args.max_seq_length if getattr(self.args, "pad_to_max_length", False) else None
+    def pad_to(self, features: Sequence[dict]) -> int:
+        """The padded length of a batch: its longest input rounded up to --pad_to_multiple_of (never past
+        --max_seq_length), or --max_seq_length itself with --pad_to_max_length (a benchmark baseline)."""
+        a = self.args
+        if getattr(a, "pad_to_max_length", False):
+            return a.max_seq_length
+        return padded_length(max(len(f["input_ids"]) for f in features), getattr(a, "pad_to_multiple_of", None) or 1,
+                             a.max_seq_length)
 
     def train_stats(self, batch: dict, output: Any) -> dict[str, tuple[torch.Tensor, float]]:
         """Running training metrics for the log line, as (numerator, denominator) pairs."""

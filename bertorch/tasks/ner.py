@@ -126,7 +126,7 @@ class NerTask(Task):
                 "head": head_of(a)}
 
     def collate(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
-        batch = collate_encodings(features, self.tokenizer.pad_token_id, self.pad_to())
+        batch = collate_encodings(features, self.tokenizer.pad_token_id, self.pad_to(features))
         batch["char_index"] = pad_sequences([f["char_index"] for f in features], 0)
         batch["char_mask"] = pad_sequences([[1] * len(f["char_index"]) for f in features], 0).bool()
         if "labels" in features[0]:

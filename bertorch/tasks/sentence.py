@@ -119,7 +119,7 @@ class SentenceTask(Task):
     def collate(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         """All sentences padded to one length, laid out `(batch, num_sent, len)`."""
         rows = [{"input_ids": ids} for f in features for ids in f["sentences"]]
-        flat = collate_encodings(rows, self.tokenizer.pad_token_id, self.pad_to())
+        flat = collate_encodings(rows, self.tokenizer.pad_token_id, self.pad_to(rows))
         batch = {k: v.view(len(features), -1, v.shape[-1]) for k, v in flat.items()}
         if "label" in features[0]:
             batch["labels"] = torch.tensor([f["label"] for f in features])
