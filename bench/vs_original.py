@@ -18,7 +18,7 @@ original / this; step/s and RSS: this / original). "ours --no-group_by_length" i
 batch to its longest, as the original does: it is our program, not the original.
 
     python -m bench.vs_original [--steps 100] [--repeats 2] [--cases classification ner_linear ...]
-        [--programs original ours ours_padded ours_bf16 ours_bf16_mallopt ours_bf16_onednn_cache]
+        [--programs original ours ours_padded ours_bf16 ours_bf16_onednn_cap]
     # the bf16 ones are not run by default
     # writes results/vs_original.json and .md (scripts/results.py's table) after every case
 """
@@ -40,7 +40,7 @@ from datetime import datetime
 
 from bench import results_script
 from bench.train_throughput import ROOT, SHARED
-from bertorch.memory import ONEDNN_CACHE_ENV, tuned_environment
+from bertorch.memory import ONEDNN_CACHE_ENV
 
 PEERS = os.path.join(os.path.dirname(ROOT), "shared", "peers")
 MODEL_DIR = os.path.join(ROOT, "outputs", "bench", "tiny-zh-bert")
@@ -48,14 +48,12 @@ BATCH_SIZE, MAX_SEQ_LENGTH, LEARNING_RATE = 32, 128, "1e-4"
 SMOKE_BELOW_STEPS = 20  # fewer steps give too few log windows to quote: the table says it is a smoke run
 # program -> flags of ours on top of the shared ones (None: the original)
 PROGRAMS = {"original": None, "ours": [], "ours_padded": ["--no-group_by_length"], "ours_bf16": ["--bf16"],
-            "ours_bf16_mallopt": ["--bf16"], "ours_bf16_onednn_cache": ["--bf16"]}
-# program -> environment on top of the shared one: --bf16 skips tune_allocator(), this applies it from outside;
-# and --bf16 caps oneDNN's primitive cache, 1,024 (oneDNN's default) undoes that
-PROGRAM_ENV = {"ours_bf16_mallopt": tuned_environment(), "ours_bf16_onednn_cache": {ONEDNN_CACHE_ENV: "1024"}}
+            "ours_bf16_onednn_cap": ["--bf16"]}
+# program -> environment on top of the shared one: oneDNN's per-shape primitive cache off (bertorch/memory.py)
+PROGRAM_ENV = {"ours_bf16_onednn_cap": {ONEDNN_CACHE_ENV: "0"}}
 DEFAULT_PROGRAMS = ["original", "ours", "ours_padded"]
 LABELS = {"original": "original bertorch", "ours": "ours", "ours_bf16": "ours --bf16 (bf16 autocast: not fp32's numerics)",
-          "ours_bf16_mallopt": "ours --bf16 with bertorch.memory's allocator settings (MALLOC_* variables)",
-          "ours_bf16_onednn_cache": "ours --bf16 with oneDNN's default primitive cache (1,024 shapes)",
+          "ours_bf16_onednn_cap": "ours --bf16 with oneDNN's primitive cache off (ONEDNN_PRIMITIVE_CACHE_CAPACITY=0)",
           "ours_padded": "ours --no-group_by_length (padded like the original; ours, not the original)"}
 
 

@@ -50,8 +50,7 @@ def train(task: str, *, model: str, train: Sequence, output_dir: str, dev: Seque
     "O" first for NER); labels are strings in the model (`1` becomes "1"). `flags` are the script's flags by
     name, e.g. `epochs=3, batch_size=16, learning_rate=3e-5, use_crf=True, overwrite_output_dir=True`.
     Bad examples raise ValueError naming the example; bad flags, data or models raise UsageError.
-    `bf16=True` on CPU caps oneDNN's primitive cache for the rest of the process
-    (bertorch.memory.limit_onednn_cache)."""
+    Training sets glibc's malloc thresholds for the rest of the process (bertorch.memory.tune_allocator)."""
     from bertorch.predict import Predictor
     from bertorch.predictors.base import load_class
 

@@ -314,16 +314,11 @@ def run(task_cls, argv: Sequence[str] | None = None, description: str | None = N
 
     `after(task, results)`, if given, runs on every rank once the process group is gone (rank-0 extras such as
     a report need no collectives), under the same error reporting; its return value is returned instead."""
-    from bertorch.memory import limit_onednn_cache, tune_allocator
+    from bertorch.memory import tune_allocator
     from bertorch.trainer import RankTimeout, Trainer
 
     args = parse_args(task_cls, argv, description)
-    # Before any data or model is allocated; a no-op off glibc. Not under --bf16: there it cost 16-17% of the
-    # speed for 15% of the peak (bertorch/memory.py's docstring has the measurements)
-    if not args.bf16:
-        tune_allocator()
-    else:  # CPU bf16 matmuls go through oneDNN, whose per-shape cache grew a real run's RSS by 0.6 GB (memory.py);
-        limit_onednn_cache()  # on CUDA it changes nothing
+    tune_allocator()  # before any data or model is allocated; a no-op off glibc (bertorch/memory.py says why)
     env = D.setup(no_cuda=args.no_cuda, timeout_s=args.ddp_timeout)
     setup_logging(env.is_main)
     with reported_errors():

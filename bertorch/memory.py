@@ -25,28 +25,20 @@ and ``release_free_memory()`` after tokenising. With those and bertorch/models/l
 benchmark peaks at 1.01 GB (32.7 samples/s; 1.32 GB at 28.9 samples/s with --no-low_memory_training,
 results/train_throughput_lowmem_quiet.json).
 
-Not applied under ``--bf16`` (bertorch/cli.py): there it costs as much speed as it saves memory. With bf16
-low-memory training, on a fixed batch it took the peak from 1.07 to 0.91 GB at 0.84x the step speed
-(``python -m bench.step_overhead --variants ours-bf16 ours-tuned-bf16``, results/step_overhead.md, last table;
-before bf16 had low-memory training it cost 13% and lowered no peak), and on a real classification run from
-1.71 to 1.45 GB for 17% more wall time (``python -m bench.vs_original --cases classification
---programs original ours_bf16 ours_bf16_mallopt``, results/vs_original_bf16_mallopt/). Setting the MALLOC_*
-variables of ``tuned_environment()`` applies it to a --bf16 run from outside.
-
-Under ``--bf16`` on CPU, ``limit_onednn_cache()`` instead: bf16 matmuls run through oneDNN, which keeps a
-primitive (with its scratch memory) for every distinct shape it has seen, up to 1,024 of them. With length
-grouping every padded length and last-batch size is a new shape, so a real --bf16 run's RSS grew step after
-step (a 100-step classification run on the 4x312 BERT: 1.05 GB after 15 steps, 1.80 GB at the end; 2.16 GB
-after 200 steps), while its fp32 twin stayed flat at 1.1-1.2 GB. With the cache off the same run peaked at
-1.24 GB (sampled /proc RSS, runs in turns; capacity 64: 1.55 GB; 1.22 GB set by this function in-process);
-``malloc_trim`` every step only got it to 1.34 GB: the memory is held, not free. The cap costs speed (every
-matmul builds its primitive again): against the original program (``python -m bench.vs_original --steps 100
---repeats 2 --cases classification --programs original ours_bf16 ours_bf16_onednn_cache ours_bf16_mallopt
---output results/vs_original_bf16_onednn``) --bf16 took 73.1 s at 1.19 GB capped, 63.8 s at 1.69 GB with
-oneDNN's default cache, 69.6 s at 1.10 GB capped plus the MALLOC_* settings (the original: 134 s, 1.91 GB).
-Kept: the memory budget of fp32 at 1.8x the original's speed. Measured, not adopted yet: padding batches to
-a multiple of 8 tokens (fewer shapes) with the default cache kept the uncapped speed at 1.30 GB (55.8 s vs
-55.3 s uncapped, 62.4 s capped; an ad-hoc wrapper around the collator, median of 2 runs in turns).
+Under ``--bf16`` as well, since batches are padded to a multiple of 8 tokens there (cli's --pad_to_multiple_of).
+CPU bf16 matmuls run through oneDNN, which keeps a primitive (with its scratch memory) for every distinct shape
+it has seen, up to 1,024. Padded to its longest example, every padded length was a new shape and a real --bf16
+run's RSS grew step after step (100 classification steps on the 4x312 BERT: 1.05 GB after 15 steps, 1.80 GB
+at the end, 2.16 GB after 200), while fp32 stayed flat at 1.1-1.2 GB; these settings then cost 16-17% of the
+wall time for 15% of the peak, and capping the cache (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0``) held it at
+1.19 GB for 15% more wall time. With multiples of 8 there are at most 16 lengths. Against the original program
+(at commit 1e8ae78, ``python -m bench.vs_original --steps 100 --repeats 2 --cases classification sbert --programs original
+ours_bf16 ours_bf16_onednn_cache ours_bf16_mallopt --output results/vs_original_bf16_pad8``, then the --bf16
+default capped the cache and left glibc alone): classification 62.1 s / 1.27 GB with oneDNN's cache, 77.7 s /
+1.04 GB capped, 73.1 s / 0.94 GB capped with these settings (the original 138 s / 2.03 GB); Sentence-BERT
+33.3 s / 0.89 GB, 40.9 s / 0.85 GB, 40.1 s / 0.79 GB (the original 58.6 s / 1.49 GB). So the cache stays
+(the cap cost 18-20% of the wall time for 5-18% of the peak) and these settings apply: they no longer cost
+speed. ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0`` in the environment still trades that speed for that memory.
 """
 from __future__ import annotations
 
@@ -92,21 +84,7 @@ def tune_allocator(mmap_threshold: int | None = None, trim_threshold: int | None
     return bool(ok)
 
 
-def tuned_environment() -> dict[str, str]:
-    """tune_allocator()'s settings as environment variables (glibc and PyTorch read them at start-up): what a
-    benchmark sets to apply them to a child process that does not call tune_allocator() itself."""
-    return {"THP_MEM_ALLOC_ENABLE": "1", **{_ENV[param]: str(value) for param, value in _DEFAULTS.items()}}
-
-
-ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
-
-
-def limit_onednn_cache(capacity: int = 0) -> None:
-    """Cap oneDNN's primitive cache (the module docstring says why --bf16 does). oneDNN reads the variable once,
-    at its first primitive: in a process that already ran CPU bf16 matmuls (a notebook calling bertorch.train
-    twice) this changes nothing. It stays set for the rest of the process and its children. An explicit
-    variable in the environment wins (ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 is oneDNN's default)."""
-    os.environ.setdefault(ONEDNN_CACHE_ENV, str(capacity))
+ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"  # oneDNN's per-shape cache (above); read once
 
 
 def release_free_memory() -> bool:
