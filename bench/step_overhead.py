@@ -9,8 +9,9 @@ settings and LD_PRELOAD are per process), in turns (A B C A B C ...), and report
   ours-glibc  the same without bertorch.memory's mallopt settings (glibc defaults)
   ours-stock  ours without low-memory training
   plain-bf16  plain under CPU bf16 autocast (pays on CPUs with AMX or AVX-512 BF16)
-  ours-bf16   what --bf16 does: low-memory training under bf16 autocast, glibc's allocator defaults
-  ours-tuned-bf16 / ours-stock-bf16   the same with bertorch.memory's mallopt settings / without low-memory
+  ours-bf16   low-memory training under bf16 autocast, glibc's allocator defaults
+  ours-tuned-bf16 / ours-stock-bf16   the same with bertorch.memory's mallopt settings (what --bf16 does) /
+              without low-memory training
   plain-compile / plain-compile-bf16   plain with torch.compile (inductor) on the model, fp32 / bf16 autocast:
               on this fixed batch shape it compiles once, the best case for it (warm-up time reported)
   +jemalloc / +tcmalloc   a variant with that allocator preloaded (Debian's libjemalloc2 / libtcmalloc-minimal4)

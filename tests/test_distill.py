@@ -20,6 +20,7 @@ from bertorch.distill.student import copy_teacher_layers, narrow_width, select_l
 from bertorch.models.base import ModelError
 from bertorch.models.random_init import make_random_bert
 from bertorch.predict import Predictor
+from bertorch.tasks.distill import DistillTask
 from test_ner import LABELS as NER_LABELS
 from test_ner import ner_args, ner_files  # noqa: F401  (fixture)
 
@@ -133,6 +134,33 @@ def test_different_tokenizers_only_with_the_flag(teacher, sentiment_files, tmp_p
                      "--allow_different_tokenizers", "--teacher_cached")
     assert results["teacher_accuracy"] >= 0.9
 
+
+
+def test_a_teacher_with_its_own_tokenizer_gets_padded_batches_that_change_nothing(teacher, sentiment_files, tmp_path,
+                                                                                  tiny_texts):
+    """--pad_to_multiple_of pads the teacher's own inputs as well (oneDNN sees its shapes too), and the student
+    trains the same weights as with batches padded to their longest."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted({c for t in tiny_texts for c in t})[::-1]
+    other = make_random_bert(str(tmp_path / "other"), vocab, hidden_size=32, num_layers=1, num_heads=2,
+                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    widths = []
+    real = DistillTask.collate
+    def spy(self, features):
+        batch = real(self, features)
+        if "teacher_input_ids" in batch:  # training batches (evaluation scores the student alone)
+            widths.append(batch["teacher_input_ids"].shape[1])
+        return batch
+    weights = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DistillTask, "collate", spy)
+        for multiple in ("1", "32"):
+            widths.clear()
+            distil(teacher, sentiment_files, tmp_path / multiple, "--student_model", other, "--max_steps", "3",
+                   "--allow_different_tokenizers", "--pad_to_multiple_of", multiple)
+            weights[multiple] = load_file(os.path.join(tmp_path / multiple, "model.safetensors"))
+            assert widths and all(w % 32 == 0 for w in widths) == (multiple == "32")
+    for key, value in weights["1"].items():
+        torch.testing.assert_close(weights["32"][key], value, atol=1e-5, rtol=1e-4)
 
 # -- the wrapper ------------------------------------------------------------------------------------------
 def test_multi_teacher_soft_labels_are_the_weighted_mean(teacher, tiny_bert, sentiment_files):

@@ -289,8 +289,8 @@ class DistillTask(Task):
         batch = self.inner.collate(features)
         first = features[0]
         if "teacher_input_ids" in first:
-            own = collate_encodings([{k[len("teacher_"):]: v for k, v in f.items() if k.startswith("teacher_")}
-                                     for f in features], self.teacher_tokenizer.pad_token_id)
+            teacher = [{k[len("teacher_"):]: v for k, v in f.items() if k.startswith("teacher_")} for f in features]
+            own = collate_encodings(teacher, self.teacher_tokenizer.pad_token_id, self.pad_to(teacher))
             batch.update({f"teacher_{k}" if k != "attention_mask" else "teacher_input_mask": v for k, v in own.items()})
         if "teacher_logits" in first:
             batch["teacher_logits"] = stack_cached_logits([f["teacher_logits"] for f in features])
@@ -315,7 +315,7 @@ class DistillTask(Task):
     def teacher_collate(self, features: Sequence[dict]) -> dict:
         if self.teacher_tokenizer is None:
             return self.inner.collate(features)
-        return collate_encodings(features, self.teacher_tokenizer.pad_token_id)
+        return collate_encodings(features, self.teacher_tokenizer.pad_token_id, self.pad_to(features))
 
     def lr_overrides(self) -> dict[str, float]:
         return {f"student.{k}": v for k, v in self.inner.lr_overrides().items()}
