@@ -39,6 +39,10 @@ default capped the cache and left glibc alone): classification 62.1 s / 1.27 GB 
 33.3 s / 0.89 GB, 40.9 s / 0.85 GB, 40.1 s / 0.79 GB (the original 58.6 s / 1.49 GB). So the cache stays
 (the cap cost 18-20% of the wall time for 5-18% of the peak) and these settings apply: they no longer cost
 speed. ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0`` in the environment still trades that speed for that memory.
+The default so (``--cases classification sbert ner_linear --programs original ours_bf16 --output
+results/vs_original_bf16_default``, a later run): classification 72.0 s / 1.09 GB (1.83x the original's wall
+time at 0.54x its peak), Sentence-BERT 1.96x / 0.56x, NER Linear 3.07x / 0.43x. That classification figure
+is below the 2.23x of the cache without these settings in the run before: not yet measured side by side.
 """
 from __future__ import annotations
 
