@@ -146,6 +146,12 @@ def test_optimised_graph_is_fused_and_matches_torch_and_the_plain_graph_on_any_m
         assert np.allclose(value, b(inputs)[name], atol=1e-4), name
 
 
+def torch_viterbi(head, emissions: np.ndarray) -> list[int]:
+    """pytorch-crf's decode of one sequence (a bool mask: its default uint8 one is deprecated in torch)."""
+    e = torch.from_numpy(emissions)[None]
+    return head.crf.decode(e, mask=torch.ones(e.shape[:2], dtype=torch.bool))[0]
+
+
 def test_numpy_viterbi_equals_pytorch_crf_on_random_and_exported_emissions(exported):
     model_dir, export_dir = exported["ner_crf"]
     start, end, trans = load_crf_arrays(export_dir)
@@ -156,7 +162,7 @@ def test_numpy_viterbi_equals_pytorch_crf_on_random_and_exported_emissions(expor
     rng = np.random.default_rng(0)
     for length in (1, 2, 7, 30):
         e = rng.normal(size=(length, len(NER_LABELS))).astype(np.float32) * 3
-        assert viterbi_decode_numpy(e, start, end, trans) == head.crf.decode(torch.from_numpy(e)[None])[0]
+        assert viterbi_decode_numpy(e, start, end, trans) == torch_viterbi(head, e)
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
     info = json.load(open(os.path.join(export_dir, "bertorch.json")))
     features = build_features(info, tokenizer, [list(t) for t in TEXTS], 16)
@@ -165,7 +171,7 @@ def test_numpy_viterbi_equals_pytorch_crf_on_random_and_exported_emissions(expor
     for row, f in enumerate(features):
         e = logits[row, f["char_index"]]
         path = viterbi_decode_numpy(e, start, end, trans)
-        assert path == head.crf.decode(torch.from_numpy(e)[None])[0]
+        assert path == torch_viterbi(head, e)
         differs_from_argmax |= path != e.argmax(-1).tolist()
     assert differs_from_argmax  # the CRF really took part
 
