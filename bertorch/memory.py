@@ -12,7 +12,8 @@ fragmentation keeps the peak growing step after step and nothing is returned.
 
 Same effect as MALLOC_MMAP_THRESHOLD_=65536 etc. in the environment, but set from Python so every entry script
 gets it; an explicit MALLOC_* variable in the environment wins. A no-op (returns False) off glibc (macOS,
-Windows, musl). Call it first thing, before data and model are built.
+Windows, musl). Call it first thing, before data and model are built. ``BERTORCH_ALLOCATOR=glibc`` in the
+environment leaves glibc's and PyTorch's defaults alone (what a benchmark compares against).
 
 Measured peak RSS (random BERT 4x312, 12 heads, FFN 1200, ChnSentiCorp, batch 32, max len 128, 12 steps,
 ``python -m bench.train_throughput --steps 12 --log_every 4 --modes ours``, runs side by side; step/s
@@ -54,6 +55,7 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
+ALLOCATOR_ENV = "BERTORCH_ALLOCATOR"  # "glibc": tune_allocator() does nothing
 _DEFAULTS = {M_MMAP_THRESHOLD: 8 * 2**20, M_TRIM_THRESHOLD: 16 * 2**20, M_ARENA_MAX: 2}
 _ENV = {M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_", M_TRIM_THRESHOLD: "MALLOC_TRIM_THRESHOLD_",
         M_ARENA_MAX: "MALLOC_ARENA_MAX"}
@@ -73,7 +75,10 @@ def _libc():
 def tune_allocator(mmap_threshold: int | None = None, trim_threshold: int | None = None,
                    arena_max: int | None = None) -> bool:
     """Apply the glibc malloc settings above and PyTorch's huge-page allocation; a value already in the
-    environment wins. Returns whether glibc accepted them (False off glibc, where it does nothing)."""
+    environment wins. Returns whether glibc accepted them (False off glibc, where it does nothing, and under
+    BERTORCH_ALLOCATOR=glibc)."""
+    if os.environ.get(ALLOCATOR_ENV) == "glibc":
+        return False
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # read by PyTorch's CPU allocator at its first big block
     libc = _libc()
     if libc is None:

@@ -107,3 +107,11 @@ def test_padding_to_a_multiple_of_8_stops_bf16_matmuls_from_keeping_memory_per_l
     if grown["longest"] < 100:
         pytest.skip(f"this CPU's bf16 matmuls keep little per shape ({grown['longest']:.0f} MB over 199 shapes)")
     assert grown["padded"] < 0.6 * grown["longest"], grown
+
+
+def test_bertorch_allocator_glibc_leaves_the_defaults(monkeypatch):
+    monkeypatch.setenv(memory.ALLOCATOR_ENV, "glibc")
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    monkeypatch.setattr(memory, "_libc", lambda: pytest.fail("mallopt called"))
+    assert memory.tune_allocator() is False
+    assert "THP_MEM_ALLOC_ENABLE" not in memory.os.environ
