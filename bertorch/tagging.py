@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 SCHEMES = ("bio", "bios", "bioes", "bmes")
+DECODINGS = ("constrained", "argmax")  # a Linear head's tags: legal under the scheme, or per character
 _PREFIXES = {"bio": "BI", "bios": "BIS", "bioes": "BIES"}
 _BMES = ("B", "M", "E", "S")
 # E and S close a chunk in seqeval's default mode, so this mapping cuts words exactly where BMES does.
@@ -147,6 +148,38 @@ def illegal_transitions(tags: list[str]) -> list[int]:
             positions.append(i)
         prev_prefix, prev_type = prefix, type_
     return positions
+
+
+# A transition the scheme forbids scores this in `transition_constraints`: far below any sum of log-probabilities
+# of a real document (-1e4 per forbidden step), yet finite, so Viterbi arithmetic never meets inf - inf.
+FORBIDDEN = -1e4
+_CONTINUES = ("I", "E", "M")  # continue the chunk before them
+_OPENS = ("B", "I", "M")      # leave a chunk open: in BIOES and BMES it must be closed by E (or E-X)
+_CLOSING_SCHEMES = ("bioes", "bmes")
+
+
+def transition_constraints(labels: list[str], scheme: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, transitions) scores of the scheme's legal tag sequences: 0 where allowed, FORBIDDEN where
+    not, laid out as pytorch-crf's (`transitions[i, j]`: tag i then tag j), so `viterbi_decode_numpy` over a
+    Linear head's log-probabilities gives the most probable sequence that is legal.
+
+    Forbidden: a continuation (I-X, E-X, M, E) after anything but an open chunk of its type, or at the start;
+    in BIOES and BMES, a chunk left open (B, I, M) before a tag that does not continue it, or at the end.
+    """
+    parts = [_split(label) for label in labels]
+    start = np.array([FORBIDDEN if p in _CONTINUES else 0.0 for p, _ in parts], dtype=np.float32)
+    closing = scheme in _CLOSING_SCHEMES
+    end = np.array([FORBIDDEN if closing and p in _OPENS else 0.0 for p, _ in parts], dtype=np.float32)
+    transitions = np.zeros((len(labels), len(labels)), dtype=np.float32)
+    for i, (prev, prev_type) in enumerate(parts):
+        for j, (prefix, type_) in enumerate(parts):
+            if prefix in _CONTINUES:
+                legal = prev in _OPENS and prev_type == type_
+            else:
+                legal = not (closing and prev in _OPENS)
+            if not legal:
+                transitions[i, j] = FORBIDDEN
+    return start, end, transitions
 
 
 def count_illegal_transitions(tags: list[str]) -> int:

@@ -4,7 +4,10 @@
 #   DATASETS  which rows to (re)run (default: all), HEADS (default: "Linear CRF"; also GlobalPointer and
 #             EfficientGlobalPointer, the span heads: exact-span F1, seqeval's on these flat sets); CRF_LR the CRF's own rate
 #   SWEEP=name  a sweep row: kept beside the others of its dataset and head (NAME=sweeps KEEP_ROWS=1 ...)
+#   RESCORE=1   no training: a Linear row's best model (outputs/ner/DATASET-Linear/best, chosen on its argmax dev
+#             curve) is scored again with --decoding constrained; the row keeps its run's recipe and curve
 source "$(dirname "$0")/common.sh"
+[ "${RESCORE:-0}" = 1 ] && KEEP_ROWS=1  # rescoring replaces rows, it never starts a table
 fresh_table
 if [ "$QUICK" = 1 ]; then  # one BIOS NER set with both heads, and the B/M/E/S word metrics
     DATASETS=${DATASETS:-"resume cws/pku1998"}
@@ -40,12 +43,25 @@ for ds in $DATASETS; do
         [ $head = GlobalPointer ] && flags=(--head global_pointer)
         [ $head = EfficientGlobalPointer ] && flags=(--head efficient_global_pointer)
         run="$OUT/${ds//\//_}-$head"
+        case $head in Linear) decoding=constrained ;; CRF) decoding=crf ;; *) decoding=spans ;; esac
+        if [ "${RESCORE:-0}" = 1 ]; then
+            [ $head = Linear ] || { echo "[$NAME] RESCORE=1 rescores Linear rows; skipping $ds $head" >&2; continue; }
+            [ -d "$run/best" ] || { echo "[$NAME] RESCORE=1: no $run/best to rescore; skipping" >&2; continue; }
+            launch run_ner.py --no-do_train --pretrained_model_name_or_path "$run/best" --data_dir "$DATA_DIR" \
+                --dev_data_file "$dir/dev.json" --label_file "$dir/labels.txt" --saved_dir "$run-rescored" \
+                --max_seq_length "$MAX_SEQ_LENGTH" --overwrite_output_dir "${SAMPLES[@]}" ${EXTRA_ARGS:-}
+            "$PYTHON" scripts/results.py add "$NAME" --run "$run" --file "$run-rescored/all_results.json" \
+                --set dataset="$ds" --set model="BERT+$head" ${SWEEP:+--set sweep="$SWEEP"} \
+                --value decoding="constrained (rescored)" --metric precision=best_${kind}precision \
+                --metric recall=best_${kind}recall --metric f1=best_${kind}f1
+            continue
+        fi
         launch run_ner.py $(train_args "$epochs" "$lr") --train_data_file "$dir/train.json" \
             --dev_data_file "$dir/dev.json" --label_file "$dir/labels.txt" --saved_dir "$run" \
             --warmup_proportion 0.1 --weight_decay 0.01 --eval_steps "$eval_steps" --save_best_model "${flags[@]}"
         # The row is the best dev evaluation (the curve is in $run/metrics.jsonl)
         "$PYTHON" scripts/results.py add "$NAME" --run "$run" --set dataset="$ds" --set model="BERT+$head" \
-            ${SWEEP:+--set sweep="$SWEEP"} --metric precision=best_${kind}precision --metric recall=best_${kind}recall --metric f1=best_${kind}f1
+            ${SWEEP:+--set sweep="$SWEEP"} --value decoding=$decoding --metric precision=best_${kind}precision --metric recall=best_${kind}recall --metric f1=best_${kind}f1
     done
 done
 "$PYTHON" scripts/results.py render "$NAME"

@@ -4,6 +4,8 @@
         --metric f1=best_f1 [--metric ...]            # appends a row to results/NAME.json
     python scripts/results.py render NAME             # writes results/NAME.md and prints it
 
+--set columns identify a row (a rerun with the same ones replaces it); --value columns only describe it.
+
 A metric is `column=key` where key is read from OUTDIR/all_results.json (or any JSON given by --file).
 Rows keep the hardware, model and budget they were measured with, so a table says where it came from.
 """
@@ -51,10 +53,13 @@ def add(args) -> None:
     if args.file:  # alone or beside --run: its values win
         sources.append(args.file)
         found = json.load(open(args.file, encoding="utf-8"))
-        values.update(found[args.index] if isinstance(found, list) else found)  # a list: bench/inference.py rows
+        found = found[args.index] if isinstance(found, list) else found  # a list: bench/inference.py rows
+        budget = {k: values[k] for k in ("global_step", "train_seconds") if k in values}
+        values.update(found)
+        values.update(budget)  # beside --run (an evaluation of its model): the budget stays the run's
     source = " + ".join(sources)
     identity = dict(kv.split("=", 1) for kv in args.set)  # a rerun of the same row replaces it
-    row = dict(identity)
+    row = {**identity, **dict(kv.split("=", 1) for kv in args.value)}
     for spec in args.metric:
         column, key = spec.split("=", 1)
         value = values.get(key)
@@ -204,7 +209,8 @@ def main(argv=None) -> None:
     p_add.add_argument("--run", default=None, help="a run directory: its all_results.json")
     p_add.add_argument("--file", default=None, help="a JSON file (object, or list of rows with --index)")
     p_add.add_argument("--index", type=int, default=0, help="row of a JSON list given by --file")
-    p_add.add_argument("--set", action="append", default=[])
+    p_add.add_argument("--set", action="append", default=[], help="COLUMN=VALUE identifying the row")
+    p_add.add_argument("--value", action="append", default=[], help="COLUMN=VALUE describing the row, not its identity")
     p_add.add_argument("--metric", action="append", default=[])
     p_render = sub.add_parser("render")
     p_render.add_argument("name")

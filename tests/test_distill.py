@@ -308,7 +308,14 @@ def test_a_crf_teacher_gives_a_crf_student_unless_another_loss_is_named(ner_teac
                                                                         crf):  # noqa: F811
     out = tmp_path / "student"
     ner_distil(ner_teacher, ner_files, out, "--student_layers", "1", "--max_steps", "2", hard_label_loss=flags)
-    assert json.loads((out / "bertorch.json").read_text())["use_crf"] is crf
+    info = json.loads((out / "bertorch.json").read_text())
+    assert info["use_crf"] is crf and info["decoding"] == ("crf" if crf else "constrained")
+
+
+def test_decoding_flag_is_refused_for_a_crf_student(ner_teacher, ner_files, tmp_path):  # noqa: F811
+    with pytest.raises(SystemExit, match="--decoding argmax is for a Linear student; this one gets a CRF"):
+        ner_distil(ner_teacher, ner_files, tmp_path / "o", "--student_layers", "1", "--decoding", "argmax",
+                   hard_label_loss=())
 
 
 def test_sequence_labelling_refuses_a_student_with_another_vocabulary(ner_teacher, ner_files, tmp_path):  # noqa: F811

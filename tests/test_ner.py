@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 from loguru import logger
 from safetensors.torch import load_file
+from torchcrf import CRF
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
 import run_ner
@@ -18,10 +21,11 @@ from bertorch.cli import build_parser
 from bertorch.data.tagged import encode_documents, read_tagged
 from bertorch.losses.classification import build_loss
 from bertorch.metrics import sequence_metrics
+from bertorch.model_dir import TASK_FILE, read_task_info
 from bertorch.models.tagger import Tagger
 from bertorch.predict import Predictor
 from bertorch.predictors.tagger import TaggerPredictor
-from bertorch.tagging import make_windows
+from bertorch.tagging import count_illegal_transitions, make_windows, transition_constraints
 from bertorch.tasks.ner import NerTask
 
 LABELS = ["O", "B-PER", "I-PER", "S-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]  # BIOS, as msra/resume
@@ -82,8 +86,8 @@ def trained(tiny_bert, ner_files, tmp_path_factory):
     return get
 
 
-def reference_tags(model_dir: str, texts: list[str], use_crf: bool) -> list[list[str]]:
-    """The model itself (Tagger + load_weights), argmax or torch CRF decode, on single-window texts."""
+def reference_tags(model_dir: str, texts: list[str], use_crf: bool, decoding: str = "constrained") -> list[list[str]]:
+    """The model itself (Tagger + load_weights), torch CRF decode, argmax or constrained, on single-window texts."""
     config = AutoConfig.from_pretrained(model_dir)
     model = Tagger.from_pretrained(model_dir, config, build_loss("cross_entropy", len(LABELS)), use_crf)
     model.load_weights(model_dir, strict=True)
@@ -97,6 +101,12 @@ def reference_tags(model_dir: str, texts: list[str], use_crf: bool) -> list[list
         out = model(**batch)
     if use_crf:
         ids = model.crf.crf.decode(out.logits.float(), mask=batch["char_mask"].bool())  # pytorch-crf's Viterbi
+    elif decoding == "constrained":  # pytorch-crf's Viterbi over log-probabilities, the scheme's rules as transitions
+        rules = CRF(len(LABELS), batch_first=True)
+        for param, scores in zip((rules.start_transitions, rules.end_transitions, rules.transitions),
+                                 transition_constraints(LABELS, "bios")):
+            param.data = torch.from_numpy(scores)
+        ids = rules.decode(out.logits.float().log_softmax(-1), mask=batch["char_mask"].bool())
     else:
         ids = [row[:n] for row, n in zip(out.logits.argmax(-1).tolist(), batch["char_mask"].sum(1).tolist())]
     return [[config.id2label[i] for i in row] for row in ids]
@@ -215,6 +225,60 @@ def test_bmes_segmentation_end_to_end(tiny_bert, tmp_path):
     assert "final_word_f1" in results
     [r] = Predictor.from_pretrained(str(tmp_path / "out")).predict(["张三去北京"])
     assert "".join(r["words"]) == "张三去北京" and len(r["tags"]) == 5
+
+
+def test_linear_head_decodes_legal_sequences_by_default_and_argmax_on_request(trained, tiny_bert, ner_files,
+                                                                                tmp_path):
+    out, results = trained("linear")
+    assert read_task_info(out)["decoding"] == "constrained" and read_task_info(trained("crf")[0])["decoding"] == "crf"
+    texts = ["".join(s for s, _ in parts) for parts in SENTENCES] + [MIXED * 3]
+    constrained = [r["tags"] for r in Predictor.from_pretrained(out).predict(texts)]
+    assert not any(count_illegal_transitions(tags) for tags in constrained)
+    # the same weights scored per character: what --decoding argmax evaluates, and predicts from its directory
+    argmax = reference_tags(out, texts[:-1], use_crf=False, decoding="argmax")
+    argmax_run = tmp_path / "argmax"
+    run_ner.main(ner_args(tiny_bert, ner_files, argmax_run, "--decoding", "argmax", "--max_steps", "2"))
+    assert read_task_info(str(argmax_run))["decoding"] == "argmax"
+    predictor = Predictor.from_pretrained(str(argmax_run))
+    assert predictor.constraints is None
+    assert [r["tags"] for r in predictor.predict(texts[:-1])] == reference_tags(str(argmax_run), texts[:-1], False,
+                                                                                "argmax")
+    for legal, per_character in zip(constrained, argmax):  # a legal argmax is the most probable legal sequence
+        assert (legal == per_character) == (not count_illegal_transitions(per_character))
+
+
+@pytest.mark.parametrize("decoding, f1", [(None, 1.0), ("argmax", 0.4)])
+def test_dev_scores_decode_as_the_flag_says(decoding, f1):
+    """B-PER O I-PER from the scores: per character two entities, neither gold (F1 0.4 with the S-PER); constrained the gold one."""
+    argv = ["--train_data_file", "-", "--label_file", "-"] + (["--decoding", decoding] if decoding else [])
+    task = NerTask(build_parser(NerTask, None).parse_args(argv), None)
+    task.labels, task.scheme = LABELS, "bios"
+    task.eval_features, task.dev_tags = [{"doc": 0, "start": 0}, {"doc": 1, "start": 0}], [["B-PER", "I-PER", "I-PER"],
+                                                                                         ["S-PER"]]
+    probs = {"B-PER": [0.8, 0.1, 0.1], "I-PER": [0.1, 0.4, 0.8], "O": [0.1, 0.5, 0.1]}
+    split = np.log([[probs.get(label, [1e-3] * 3)[t] for label in LABELS] for t in range(3)])
+    single = np.log([[0.9 if label == "S-PER" else 0.01 for label in LABELS]])
+    metrics = task.compute_metrics([split, single], model=types.SimpleNamespace(crf_arrays=lambda: None))
+    assert metrics["f1"] == pytest.approx(f1, abs=1e-4)
+
+
+def test_directory_without_a_decoding_entry_predicts_argmax_as_before(trained, tmp_path):
+    """A tagger saved before --decoding was scored per character; its predictions do not change under it."""
+    out = shutil.copytree(trained("linear")[0], tmp_path / "old")
+    info = json.loads((out / TASK_FILE).read_text())
+    del info["decoding"]
+    (out / TASK_FILE).write_text(json.dumps(info))
+    predictor = Predictor.from_pretrained(str(out))
+    texts = ["".join(s for s, _ in parts) for parts in SENTENCES]
+    assert predictor.constraints is None
+    assert [r["tags"] for r in predictor.predict(texts)] == reference_tags(str(out), texts, False, "argmax")
+
+
+@pytest.mark.parametrize("head", [["--use_crf"], ["--head", "global_pointer"]])
+def test_decoding_flag_is_refused_where_a_head_decodes_its_own_way(tiny_bert, ner_files, tmp_path, head, capsys):
+    with pytest.raises(SystemExit):
+        run_ner.main(ner_args(tiny_bert, ner_files, tmp_path / "out", "--decoding", "argmax", *head))
+    assert "--decoding argmax is for the Linear head" in capsys.readouterr().err
 
 
 def test_crf_learning_rate_defaults_to_ten_times(tiny_bert, ner_files, tmp_path):

@@ -164,3 +164,23 @@ def test_a_row_rerun_under_bf16_says_so_beside_fp32_rows(tmp_path, monkeypatch):
     table_file.write_text(json.dumps(saved))
     table = results.render(argparse.Namespace(name="t"))  # an evaluation has no dtype: the bf16 rows say theirs
     assert "trained in" not in table and "| untrained | 0.5000 | - |" in table and "| new | 0.9000 | bf16 |" in table
+
+
+def test_a_rescored_row_replaces_its_run_and_says_how_it_was_scored(tmp_path, monkeypatch):
+    """--file metrics (an evaluation of the run's best model) win over the run's own; the row keeps the run's recipe,
+    and a --value column describes the row without becoming part of its identity."""
+    results = script("results")
+    monkeypatch.setattr(results, "RESULTS_DIR", str(tmp_path))
+    run, rescored = tmp_path / "run", tmp_path / "rescored"
+    for d, f1 in ((run, 0.6), (rescored, 0.7)):
+        d.mkdir()
+        (d / "all_results.json").write_text(json.dumps({"global_step": 40 if d == run else 0, "train_seconds": 9.6,
+                                                        "best_f1": f1}))
+    (run / "training_args.json").write_text(json.dumps({"epochs": 4, "max_steps": -1, "learning_rate": 1e-4}))
+    results.main(["add", "t", "--run", str(run), "--set", "dataset=weibo", "--metric", "f1=best_f1"])
+    results.main(["add", "t", "--run", str(run), "--file", str(rescored / "all_results.json"), "--set",
+                  "dataset=weibo", "--value", "decoding=constrained (rescored)", "--metric", "f1=best_f1"])
+    [row] = json.load(open(tmp_path / "t.json"))["rows"]
+    assert (row["f1"], row["decoding"], row["epochs"], row["lr"], row["steps"]) == (0.7, "constrained (rescored)", 4,
+                                                                                    "1e-4", 40)
+    assert "| weibo | constrained (rescored) | 0.7000 | 4 | 1e-4 | 40 | 10 |" in results.render(argparse.Namespace(name="t"))

@@ -107,3 +107,26 @@ def test_distill_reuse_keeps_finished_students_and_retimes_them(tmp_path, data_d
         assert f"REUSE=1: keeping {tmp_path / 'out' / s}" in again.stderr
         assert os.stat(p).st_mtime_ns == stamps[s]
     assert len(json.load(open(tmp_path / "results" / "distill.json"))["rows"]) == 2
+
+
+def test_ner_rescore_scores_the_best_linear_model_again_in_place_of_its_row(tmp_path, data_dir):
+    """RESCORE=1 evaluates a Linear run's best model again (no training) and replaces its row, keeping the run's
+    budget; scored with the decoding it was trained with, the F1 is the run's own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL", "RUNNER_SOCKET", "MAX_STEPS", "KEEP_ROWS")}
+    env.update(QUICK="1", OUT=str(tmp_path / "out"), RESULTS=str(tmp_path / "results"), DATA_DIR=data_dir,
+               TINY_MODEL=str(tmp_path / "tiny"), DATASETS="resume", HEADS="Linear CRF")
+    script = os.path.join(ROOT, "scripts", "ner.sh")
+    first = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    table = tmp_path / "results" / "ner.json"
+    trained = {r["model"]: r for r in json.loads(table.read_text())["rows"]}
+    assert (trained["BERT+Linear"]["decoding"], trained["BERT+CRF"]["decoding"]) == ("constrained", "crf")
+    again = subprocess.run(["bash", script], env={**env, "RESCORE": "1"}, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "RESCORE=1 rescores Linear rows; skipping resume CRF" in again.stderr
+    rows = {r["model"]: r for r in json.loads(table.read_text())["rows"]}
+    assert rows["BERT+CRF"] == trained["BERT+CRF"] and len(rows) == 2
+    linear = rows["BERT+Linear"]
+    assert linear["decoding"] == "constrained (rescored)"
+    assert (linear["f1"], linear["steps"]) == (trained["BERT+Linear"]["f1"], trained["BERT+Linear"]["steps"])
+    assert os.path.isfile(tmp_path / "out" / "resume-Linear-rescored" / "all_results.json")

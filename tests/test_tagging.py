@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from seqeval.metrics import f1_score
 from seqeval.metrics.sequence_labeling import get_entities
-from seqeval.scheme import IOBES
+from seqeval.scheme import IOBES, Entities
 
+from bertorch.models.tagger import decode_document, log_softmax
 from bertorch.tagging import (count_illegal_transitions, extract_entities, illegal_transition_example,
                               illegal_transitions, make_windows, segment_words, stitch_window_predictions,
-                              to_seqeval_tags, validate_tag_set, word_prf, word_spans)
+                              to_seqeval_tags, transition_constraints, validate_tag_set, word_prf, word_spans)
 
 # Label files of the shared data sets.
 PEOPLES_DAILY_BIO = ["O", "B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER"]
@@ -243,3 +244,71 @@ def test_word_prf_by_hand():
     assert scores["recall"] == pytest.approx(1 / 6)
     assert scores["f1"] == pytest.approx(2 * (1 / 5) * (1 / 6) / (1 / 5 + 1 / 6))
     assert word_prf([["S"]], [["S"]]) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+
+
+# --- constrained decoding of a Linear head -----------------------------------------------------------
+SCHEME_LABELS = {"bio": ["O", "B-X", "I-X", "B-Y", "I-Y"], "bios": ["O", "B-X", "I-X", "S-X", "B-Y", "I-Y"],
+                 "bioes": ["O", "B-X", "I-X", "E-X", "S-X", "B-Y", "E-Y"], "bmes": CWS_BMES}
+
+
+def well_formed(tags: list[str], scheme: str) -> bool:
+    """The oracle: no continuation of nothing, and (BIOES, BMES) seqeval's strict IOBES mode, which drops every
+    chunk not closed by E-/S-, finds the same chunks as the default mode."""
+    if count_illegal_transitions(tags):
+        return False
+    if scheme in ("bio", "bios"):
+        return True
+    seq = to_seqeval_tags(tags, scheme)
+    strict = {(e.tag, e.start, e.end) for e in Entities([seq], IOBES).entities[0]}
+    return strict == {(type_, start, end + 1) for type_, start, end in get_entities(seq)}
+
+
+def path_score(ids: list[int], constraints) -> float:
+    start, end, transitions = constraints
+    return float(start[ids[0]] + end[ids[-1]] + sum(transitions[i, j] for i, j in zip(ids, ids[1:])))
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEME_LABELS))
+def test_constraints_forbid_exactly_the_ill_formed_sequences(scheme):
+    labels = SCHEME_LABELS[scheme]
+    constraints = transition_constraints(labels, scheme)
+    legal = 0
+    for ids in np.ndindex(*[len(labels)] * 4):  # every sequence of 4 tags
+        tags = [labels[i] for i in ids]
+        score = path_score(list(ids), constraints)
+        assert (score == 0) == well_formed(tags, scheme), (tags, score)
+        legal += score == 0
+    assert 0 < legal < len(labels) ** 4
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEME_LABELS))
+def test_constrained_decoding_is_legal_and_keeps_a_legal_argmax(scheme):
+    labels = SCHEME_LABELS[scheme]
+    constraints = transition_constraints(labels, scheme)
+    rng = np.random.default_rng(0)
+    changed = 0
+    for _ in range(200):
+        emissions = rng.normal(0, 3, size=(int(rng.integers(1, 12)), len(labels))).astype(np.float32)
+        ids = decode_document(len(emissions), [(0, len(emissions))], [emissions], constraints=constraints)
+        argmax = emissions.argmax(-1).tolist()
+        assert well_formed([labels[i] for i in ids], scheme)
+        if well_formed([labels[i] for i in argmax], scheme):
+            assert ids == argmax  # the argmax is the most probable sequence; legal, it stays
+        else:
+            changed += 1
+            assert path_score(ids, constraints) == 0
+            logp = log_softmax(emissions)
+            assert logp[np.arange(len(ids)), ids].sum() <= logp.max(-1).sum()
+    assert changed > 20  # random scores are mostly ill-formed: the test saw the decoder at work
+
+
+def test_constrained_decoding_repairs_a_split_entity():
+    """I-PER after O (a Linear head's typical slip) becomes one entity, the most probable legal reading."""
+    labels = PEOPLES_DAILY_BIO
+    probs = {"B-PER": [0.8, 0.1, 0.1], "I-PER": [0.1, 0.4, 0.8], "O": [0.1, 0.5, 0.1]}
+    emissions = np.log(np.array([[probs.get(label, [1e-3] * 3)[t] for label in labels] for t in range(3)]))
+    argmax = [labels[i] for i in emissions.argmax(-1)]
+    constrained = [labels[i] for i in decode_document(3, [(0, 3)], [emissions],
+                                                      constraints=transition_constraints(labels, "bio"))]
+    assert argmax == ["B-PER", "O", "I-PER"] and len(get_entities(argmax)) == 2
+    assert constrained == ["B-PER", "I-PER", "I-PER"]

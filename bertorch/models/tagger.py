@@ -84,16 +84,27 @@ def load_crf_arrays(model_dir: str) -> CrfArrays:
 
 
 def decode_document(num_chars: int, windows: Sequence[tuple[int, int]], emissions: Sequence[np.ndarray],
-                    crf: CrfArrays | None = None) -> list[int]:
+                    crf: CrfArrays | None = None, constraints: CrfArrays | None = None) -> list[int]:
     """Tag ids for a whole document from per-window (chars, K) emissions.
 
     Emissions (not tags) are stitched, each character from its most central window, and the document
     is decoded once, so a CRF path stays legal across window seams and every character gets a tag.
+    Without a CRF: each character's argmax, or with `constraints` (`bertorch.tagging.transition_constraints`)
+    the most probable sequence of the per-character softmax that the tag scheme allows.
     """
     if len(windows) == 1 and windows[0] == (0, num_chars):
         scores = np.asarray(emissions[0])
     else:
         scores = np.stack(stitch_window_predictions(num_chars, list(windows), list(emissions)))
-    if crf is None:
-        return scores.argmax(-1).tolist()
-    return viterbi_decode_numpy(scores.astype(np.float32), *crf)
+    scores = scores.astype(np.float32)
+    if crf is not None:
+        return viterbi_decode_numpy(scores, *crf)
+    if constraints is not None:
+        return viterbi_decode_numpy(log_softmax(scores), *constraints)
+    return scores.argmax(-1).tolist()
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Per-row log-probabilities of (L, K) scores, in numpy (the predictor decodes without torch)."""
+    shifted = scores - scores.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))

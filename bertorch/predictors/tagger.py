@@ -16,7 +16,8 @@ from bertorch.data.readers import DataError
 from bertorch.data.tagged import encode_documents
 from bertorch.models.tagger import decode_document, load_crf_arrays
 from bertorch.predictors.base import Predictor
-from bertorch.tagging import extract_entities, segment_words, to_seqeval_tags, validate_tag_set
+from bertorch.tagging import (extract_entities, segment_words, to_seqeval_tags, transition_constraints,
+                              validate_tag_set)
 
 
 class TaggerPredictor(Predictor):
@@ -30,6 +31,9 @@ class TaggerPredictor(Predictor):
         self.scheme = info.get("tag") or validate_tag_set(self.labels)
         self.stride = int(info.get("doc_stride", 32))
         self.crf = load_crf_arrays(model_dir) if info.get("use_crf") else None
+        # As the model was scored on dev: a directory from before --decoding (or plain transformers) means argmax
+        self.constraints = (transition_constraints(self.labels, self.scheme)
+                            if info.get("decoding") == "constrained" and self.crf is None else None)
 
 
     def predict(self, texts: Sequence[str | Sequence[str]], batch_size: int = 32) -> list[dict]:
@@ -41,7 +45,8 @@ class TaggerPredictor(Predictor):
         results = []
         for d, (text, chars) in enumerate(zip(texts, docs)):
             parts = windows.get(d, [])
-            ids = decode_document(len(chars), [w for w, _ in parts], [s for _, s in parts], self.crf) if chars else []
+            ids = decode_document(len(chars), [w for w, _ in parts], [s for _, s in parts], self.crf,
+                                  self.constraints) if chars else []
             results.append(self.result(text, chars, [self.labels[i] for i in ids]))
         return results
 

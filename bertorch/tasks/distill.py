@@ -389,11 +389,14 @@ class NerDistillTask(DistillTask):
         a span (GlobalPointer) teacher gives a student with its head, trained on the GlobalPointer loss."""
         a = self.args
         if is_span_model(teacher_info):
-            given = a.hard_label_loss or ("crf" if a.use_crf else None)
+            given, decoding = a.hard_label_loss or ("crf" if a.use_crf else None), getattr(a, "decoding", None)
+            if given is None and decoding is not None:
+                given = f"--decoding {decoding}"
+            elif given is not None:
+                given = f"--hard_label_loss {given} (or --use_crf)"
             if given is not None:
                 raise UsageError(f"the teacher is a span model (--head {teacher_info['head']}): its student gets the "
-                                 f"same head and trains on its span loss, so --hard_label_loss {given} (or --use_crf) "
-                                 f"does not apply; drop it")
+                                 f"same head and trains on its span loss, so {given} does not apply; drop it")
             if a.teacher_cached:
                 raise UsageError("--teacher_cached keeps per-character logits; a span teacher's scores are "
                                  "(types x length x length) per example: drop --teacher_cached")
@@ -404,7 +407,11 @@ class NerDistillTask(DistillTask):
         if crf_teacher and a.hard_label_loss is None:
             logger.info("the teacher has a CRF, so the student gets one (--hard_label_loss crf); "
                         "--hard_label_loss cross_entropy trains a Linear head instead")
-        return a.hard_label_loss or ("crf" if a.use_crf or crf_teacher else a.loss_type)
+        loss = a.hard_label_loss or ("crf" if a.use_crf or crf_teacher else a.loss_type)
+        if loss == "crf" and getattr(a, "decoding", None) is not None:
+            raise UsageError(f"--decoding {a.decoding} is for a Linear student; this one gets a CRF, which decodes "
+                             f"with its own Viterbi (--hard_label_loss cross_entropy for a Linear head)")
+        return loss
 
     def student_head(self) -> dict:
         info = self.first_teacher

@@ -21,10 +21,17 @@ from bertorch.losses.classification import IGNORE_INDEX
 from bertorch.metrics import sequence_metrics
 from bertorch.models.tagger import Tagger, decode_document
 from bertorch.model_dir import SPAN_HEADS
-from bertorch.tagging import SCHEMES
+from bertorch.tagging import DECODINGS, SCHEMES, transition_constraints
 from bertorch.tasks.base import Task
 from bertorch.tasks.classification import labels_of_evaluated_model
 from bertorch.tasks.span_ner import SpanNerTask, add_head_args, check_doc_stride, check_head_args, head_of
+
+
+def decoding_of(args: argparse.Namespace) -> str:
+    """How the tagger's scores become tags: "crf" with a CRF, else --decoding (default constrained)."""
+    if getattr(args, "use_crf", False):
+        return "crf"
+    return getattr(args, "decoding", None) or "constrained"
 
 
 class NerTask(Task):
@@ -56,6 +63,8 @@ class NerTask(Task):
     def check_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         """--head against --use_crf; span heads take their entity types from the data when no --label_file."""
         check_head_args(args, parser)
+        if args.decoding is not None and args.head != "linear":
+            parser.error(f"--decoding {args.decoding} is for the Linear head; --head {args.head} decodes its own way")
         if args.head not in SPAN_HEADS:
             super().check_args(args, parser)
 
@@ -65,6 +74,10 @@ class NerTask(Task):
         g.add_argument("--use_crf", action="store_true", help="a CRF over the per-character scores")
         g.add_argument("--crf_learning_rate", type=float, default=None,
                        help="learning rate of the CRF (None: 10x --learning_rate)")
+        g.add_argument("--decoding", choices=DECODINGS, default=None,
+                       help="tags of a Linear head from its per-character scores: constrained (default), the most "
+                            "probable sequence the tag scheme allows (no I-X after O); argmax, each character's "
+                            "own best tag. A CRF decodes with its own Viterbi")
         g.add_argument("--doc_stride", type=int, default=32,
                        help="characters shared by consecutive windows of a document longer than one window")
 
@@ -123,7 +136,7 @@ class NerTask(Task):
     def task_info(self) -> dict:
         a = self.args
         return {**super().task_info(), "doc_stride": a.doc_stride, "tag": self.scheme, "use_crf": a.use_crf,
-                "head": head_of(a)}
+                "head": head_of(a), "decoding": decoding_of(a)}
 
     def collate(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch = collate_encodings(features, self.tokenizer.pad_token_id, self.pad_to(features))
@@ -151,14 +164,16 @@ class NerTask(Task):
 
     def compute_metrics(self, predictions: list, model: Tagger | None = None) -> dict:
         """Windows stitched into documents, each decoded with the CRF transitions of the model that made
-        the predictions (argmax without a CRF), scored against the gold tags."""
+        the predictions (without one, as --decoding says), scored against the gold tags."""
         windows = defaultdict(list)
         for feature, scores in zip(self.eval_features, predictions):
             windows[feature["doc"]].append(((feature["start"], feature["start"] + len(scores)), scores))
         crf = (model or self.model).crf_arrays()
+        constraints = transition_constraints(self.labels, self.scheme) if decoding_of(self.args) == "constrained" \
+            else None
         pred = []
         for d, gold in enumerate(self.dev_tags):
             parts = windows[d]
-            ids = decode_document(len(gold), [w for w, _ in parts], [s for _, s in parts], crf)
+            ids = decode_document(len(gold), [w for w, _ in parts], [s for _, s in parts], crf, constraints)
             pred.append([self.labels[i] for i in ids])
         return sequence_metrics(self.dev_tags, pred, self.scheme)
