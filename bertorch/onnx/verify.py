@@ -2,7 +2,8 @@
 
 Frozen shapes are the classic export bug, so every (batch, length) cell runs a shape the trace did not
 see. Labels are compared the way users get them: classifier argmax, and per-character tags of a tagger
-(first sub-token of each character, then argmax or numpy Viterbi with the saved CRF transitions).
+(first sub-token of each character, then decoded as the Predictor does: numpy Viterbi with the saved CRF
+transitions, or under the tag scheme's constraints, or argmax).
 """
 from __future__ import annotations
 
@@ -71,9 +72,9 @@ def pad(features: list[dict], pad_id: int) -> dict[str, np.ndarray]:
     return out
 
 
-def labels_of(task: str, outputs: dict, features: list[dict], crf=None) -> list:
-    """Per feature: the class id, or the tuple of per-character tag ids (CRF paths when crf is given)."""
-    from bertorch.models.crf import viterbi_decode_numpy
+def labels_of(task: str, outputs: dict, features: list[dict], crf=None, constraints=None) -> list:
+    """Per feature: the class id, or the tuple of per-character tag ids (decoded as `decode_document` does)."""
+    from bertorch.models.tagger import decode_document
 
     if task == "classification":
         return outputs["logits"].argmax(-1).tolist()
@@ -84,9 +85,7 @@ def labels_of(task: str, outputs: dict, features: list[dict], crf=None) -> list:
                 for row, f in enumerate(features)]
     if task == "ner":
         emissions = [outputs["logits"][row, f["char_index"]] for row, f in enumerate(features)]
-        if crf is None:
-            return [tuple(e.argmax(-1).tolist()) for e in emissions]
-        return [tuple(viterbi_decode_numpy(e.astype(np.float32), *crf)) for e in emissions]
+        return [tuple(decode_document(len(e), [(0, len(e))], [e], crf, constraints)) for e in emissions]
     return [None] * len(features)  # encoders: compared by value only
 
 
@@ -127,7 +126,7 @@ class ParityReport:
 
 
 def compare_backends(reference, candidate, info: dict, tokenizer, examples: list, crf=None,
-                     batch_sizes=(1, 8), lengths=(16, 128)) -> ParityReport:
+                     batch_sizes=(1, 8), lengths=(16, 128), constraints=None) -> ParityReport:
     """Run both backends on every (batch size, length) cell; a cell passes with identical labels and a
     max abs difference within ATOL x the output's scale."""
     task = info["task"]
@@ -150,7 +149,8 @@ def compare_backends(reference, candidate, info: dict, tokenizer, examples: list
                 if a.shape != b.shape:
                     raise AssertionError(f"output shapes differ at batch {bs}, length {length}: {a.shape} vs {b.shape}")
                 diff, scale = max(diff, float(np.abs(a - b).max())), max(scale, float(np.abs(a).max()))
-                mismatches += sum(x != y for x, y in zip(labels_of(kind, ref, chunk, crf), labels_of(kind, got, chunk, crf)))
+                mismatches += sum(x != y for x, y in zip(labels_of(kind, ref, chunk, crf, constraints),
+                                                          labels_of(kind, got, chunk, crf, constraints)))
             report.rows.append({"batch_size": bs, "length": length, "longest": width, "inputs": len(features), "max_abs_diff": diff,
                                 "label_mismatches": int(mismatches),
                                 "ok": bool(mismatches == 0 and diff <= ATOL * scale)})
@@ -175,4 +175,4 @@ def check_parity(model_dir: str, onnx_path: str, examples: list | None = None, d
     output_dim = onnx_backend.metadata.get("bertorch.output_dim")  # a graph cut to a Matryoshka prefix
     reference = prefix_outputs(torch_predictor.backend, int(output_dim) if output_dim else None)
     return compare_backends(reference, onnx_backend, info, torch_predictor.tokenizer, examples, crf,
-                            batch_sizes, lengths)
+                            batch_sizes, lengths, getattr(torch_predictor, "constraints", None))
