@@ -182,6 +182,13 @@ def transition_constraints(labels: list[str], scheme: str) -> tuple[np.ndarray, 
     return start, end, transitions
 
 
+def decoding_constraints(labels: list[str], scheme: str, decoding: str | None):
+    """What `decode_document` takes as `constraints` for a saved or flagged decoding: the scheme's transition
+    constraints for "constrained"; None for "argmax", "crf" (the CRF's own transitions) and None (a model saved
+    before --decoding, scored by argmax)."""
+    return transition_constraints(labels, scheme) if decoding == "constrained" else None
+
+
 def count_illegal_transitions(tags: list[str]) -> int:
     """How many continuation tags continue nothing (the data loader warns with this count)."""
     return len(illegal_transitions(tags))

@@ -16,7 +16,7 @@ from bertorch.data.readers import DataError
 from bertorch.data.tagged import encode_documents
 from bertorch.models.tagger import decode_document, load_crf_arrays
 from bertorch.predictors.base import Predictor
-from bertorch.tagging import (extract_entities, segment_words, to_seqeval_tags, transition_constraints,
+from bertorch.tagging import (decoding_constraints, extract_entities, segment_words, to_seqeval_tags,
                               validate_tag_set)
 
 
@@ -32,8 +32,7 @@ class TaggerPredictor(Predictor):
         self.stride = int(info.get("doc_stride", 32))
         self.crf = load_crf_arrays(model_dir) if info.get("use_crf") else None
         # As the model was scored on dev: a directory from before --decoding (or plain transformers) means argmax
-        self.constraints = (transition_constraints(self.labels, self.scheme)
-                            if info.get("decoding") == "constrained" and self.crf is None else None)
+        self.constraints = decoding_constraints(self.labels, self.scheme, info.get("decoding"))
 
 
     def predict(self, texts: Sequence[str | Sequence[str]], batch_size: int = 32) -> list[dict]:

@@ -389,12 +389,9 @@ class NerDistillTask(DistillTask):
         a span (GlobalPointer) teacher gives a student with its head, trained on the GlobalPointer loss."""
         a = self.args
         if is_span_model(teacher_info):
-            given, decoding = a.hard_label_loss or ("crf" if a.use_crf else None), getattr(a, "decoding", None)
-            if given is None and decoding is not None:
-                given = f"--decoding {decoding}"
-            elif given is not None:
-                given = f"--hard_label_loss {given} (or --use_crf)"
-            if given is not None:
+            loss, decoding = a.hard_label_loss or ("crf" if a.use_crf else None), getattr(a, "decoding", None)
+            given = f"--hard_label_loss {loss} (or --use_crf)" if loss else decoding and f"--decoding {decoding}"
+            if given:
                 raise UsageError(f"the teacher is a span model (--head {teacher_info['head']}): its student gets the "
                                  f"same head and trains on its span loss, so {given} does not apply; drop it")
             if a.teacher_cached:

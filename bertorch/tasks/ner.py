@@ -21,7 +21,7 @@ from bertorch.losses.classification import IGNORE_INDEX
 from bertorch.metrics import sequence_metrics
 from bertorch.models.tagger import Tagger, decode_document
 from bertorch.model_dir import SPAN_HEADS
-from bertorch.tagging import DECODINGS, SCHEMES, transition_constraints
+from bertorch.tagging import DECODINGS, SCHEMES, decoding_constraints
 from bertorch.tasks.base import Task
 from bertorch.tasks.classification import labels_of_evaluated_model
 from bertorch.tasks.span_ner import SpanNerTask, add_head_args, check_doc_stride, check_head_args, head_of
@@ -169,8 +169,7 @@ class NerTask(Task):
         for feature, scores in zip(self.eval_features, predictions):
             windows[feature["doc"]].append(((feature["start"], feature["start"] + len(scores)), scores))
         crf = (model or self.model).crf_arrays()
-        constraints = transition_constraints(self.labels, self.scheme) if decoding_of(self.args) == "constrained" \
-            else None
+        constraints = decoding_constraints(self.labels, self.scheme, decoding_of(self.args))
         pred = []
         for d, gold in enumerate(self.dev_tags):
             parts = windows[d]
