@@ -4,7 +4,8 @@ The reference is the loop a user writes from transformers' examples: AutoModelFo
 AdamW with no decay on biases and LayerNorm, the linear warm-up schedule, clipping at 1.0, batches padded
 to their longest by the tokenizer. Given the same batches it must give the same loss at every step; with
 length grouping and low-memory training on, a step's loss and gradients must be the stock model's on the
-same examples.
+same examples. The same holds for every task's loop: NER (Linear and CRF, against
+AutoModelForTokenClassification and pytorch-crf), Sentence-BERT and SimCSE (dropout on: the same masks).
 """
 import json
 
@@ -132,3 +133,214 @@ def test_low_memory_grouped_step_has_the_stock_loss_and_gradients(bert_with_drop
     assert g_stock.keys() == g_ours.keys()
     for name in g_stock:
         torch.testing.assert_close(g_ours[name], g_stock[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+# Sequence labelling: run_ner.py against the loop a user writes from transformers' token-classification
+# example (words = characters, the label on each word's first sub-token, -100 elsewhere), Linear and CRF.
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "S-PER"]
+NER_DOCS = [("张三去北京", "B-PER I-PER O B-LOC I-LOC"), ("李四在上海公司。", "B-PER I-PER O B-LOC I-LOC O O O"),
+            ("上海的张！", "B-LOC I-LOC O S-PER O"), ("北京很好，李四去", "B-LOC I-LOC O O O B-PER I-PER O"),
+            ("ABC公司很好😀", "O O O O O O O O")]  # no spaces: a plain tokenizer call drops them as words
+
+
+@pytest.fixture(scope="module")
+def ner_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ner_parity")
+    rows = [json.dumps({"text": list(t), "label": tags.split()}, ensure_ascii=False) for t, tags in NER_DOCS]
+    (d / "train.json").write_text("\n".join(rows * 6) + "\n", encoding="utf-8")
+    (d / "labels.txt").write_text("\n".join(NER_LABELS) + "\n", encoding="utf-8")
+    return {"train": str(d / "train.json"), "labels": str(d / "labels.txt")}
+
+
+def plain_ner_loop(model_dir, files, steps, use_crf, crf_lr=None):
+    from torchcrf import CRF
+    from transformers import AutoModelForTokenClassification
+
+    docs = [json.loads(line) for line in open(files["train"], encoding="utf-8")]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    torch.manual_seed(SEED)
+    model = AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=len(NER_LABELS))
+    crf = CRF(len(NER_LABELS), batch_first=True) if use_crf else None
+    groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": DECAY},
+              {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
+    if crf is not None:
+        groups += [{"params": [p for p in crf.parameters() if p.ndim >= 2], "weight_decay": DECAY, "lr": crf_lr},
+                   {"params": [p for p in crf.parameters() if p.ndim < 2], "weight_decay": 0.0, "lr": crf_lr}]
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=LR)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(steps * WARMUP + 0.999),
+                              num_training_steps=steps)
+    sampler = TrainBatchSampler([0] * len(docs), BATCH, seed=SEED, group_by_length=False)
+    losses, epoch = [], 0
+    model.train()
+    while len(losses) < steps:
+        sampler.set_epoch(epoch)
+        for indices in sampler:
+            enc = tokenizer([docs[i]["text"] for i in indices], is_split_into_words=True, padding=True,
+                            return_tensors="pt")
+            labels = torch.full(enc["input_ids"].shape, -100)
+            for row, i in enumerate(indices):
+                words = enc.word_ids(row)
+                for t, w in enumerate(words):
+                    if w is not None and (t == 0 or words[t - 1] != w):
+                        labels[row, t] = NER_LABELS.index(docs[i]["label"][w])
+            logits = model(**enc).logits
+            if crf is None:
+                loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+            else:  # the CRF runs over characters: each row's labelled positions, moved to the front
+                lengths = (labels != -100).sum(1)
+                emissions = torch.zeros(len(indices), int(lengths.max()), len(NER_LABELS))
+                tags = torch.zeros(emissions.shape[:2], dtype=torch.long)
+                for row in range(len(indices)):
+                    keep = labels[row] != -100
+                    emissions[row, :lengths[row]], tags[row, :lengths[row]] = logits[row, keep], labels[row, keep]
+                mask = torch.arange(emissions.shape[1])[None] < lengths[:, None]
+                loss = -crf(emissions, tags, mask=mask, reduction="mean")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            if len(losses) == steps:
+                break
+        epoch += 1
+    return losses
+
+
+def our_ner_losses(model_dir, files, out, steps, *flags):
+    import run_ner
+
+    run_ner.main([
+        "--pretrained_model_name_or_path", model_dir, "--train_data_file", files["train"],
+        "--label_file", files["labels"], "--saved_dir", str(out), "--batch_size", str(BATCH),
+        "--learning_rate", str(LR), "--warmup_proportion", str(WARMUP), "--weight_decay", str(DECAY),
+        "--max_steps", str(steps), "--logging_steps", "1", "--save_steps", "0", "--seed", str(SEED),
+        "--no-group_by_length", "--no-low_memory_training", *flags])
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl", encoding="utf-8")]
+    return [r["loss"] for r in rows if r["kind"] == "train"]
+
+
+@pytest.mark.parametrize("head", ["linear", "crf"])
+def test_ner_every_step_loss_equals_the_plain_loop(tiny_bert, ner_files, tmp_path, head):
+    steps = 16  # 30 documents / batch 8: four epochs, the last batch of each short
+    flags = ["--use_crf", "--crf_learning_rate", "3e-2"] if head == "crf" else []
+    ours = our_ner_losses(tiny_bert, ner_files, tmp_path / "out", steps, *flags)
+    plain = plain_ner_loop(tiny_bert, ner_files, steps, head == "crf", crf_lr=3e-2)
+    assert len(ours) == steps
+    assert ours == pytest.approx(plain, rel=1e-5, abs=1e-6)
+    assert sum(plain[-4:]) / 4 < sum(plain[:4]) / 4 - 0.1  # it learns: not a comparison of two flat lines
+
+
+# Sentence embeddings: Sentence-BERT's softmax over (u, v, |u-v|) of mean-pooled vectors, and SimCSE's in-batch
+# negatives (the original bertorch's: cosine minus a margin on the positive, times a scale), each against the
+# loop a user writes from the papers, on the same batches.
+def plain_sentence_loop(model_dir, batches_of, steps, loss_of, head=None):
+    """`batches_of(epoch)`: the epoch's lists of (text_a, text_b[, label]); `loss_of(model, head, batch)`."""
+    from transformers import AutoModel
+
+    torch.manual_seed(SEED)
+    model = AutoModel.from_pretrained(model_dir)
+    head = head() if head else None
+    params = [p for m in (model, head) if m is not None for p in m.parameters()]
+    model.pooler.requires_grad_(False)  # mean / [CLS] pooling: the pooler layer is not used (nor trained)
+    groups = [{"params": [p for p in params if p.ndim >= 2 and p.requires_grad], "weight_decay": DECAY},
+              {"params": [p for p in params if p.ndim < 2 and p.requires_grad], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=LR)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(steps * WARMUP + 0.999),
+                              num_training_steps=steps)
+    losses, epoch = [], 0
+    model.train()
+    while len(losses) < steps:
+        for batch in batches_of(epoch):
+            loss = loss_of(model, head, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+            if len(losses) == steps:
+                break
+        epoch += 1
+    return losses
+
+
+def mean_pooled(model, tokenizer, texts):
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    states = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    return (states * mask).sum(1) / mask.sum(1)
+
+
+def our_sentence_losses(main, model_dir, out, steps, *flags):
+    main(["--pretrained_model_name_or_path", model_dir, "--saved_dir", str(out), "--batch_size", str(BATCH),
+          "--learning_rate", str(LR), "--warmup_proportion", str(WARMUP), "--weight_decay", str(DECAY),
+          "--max_steps", str(steps), "--logging_steps", "1", "--save_steps", "0", "--seed", str(SEED),
+          "--no-group_by_length", "--no-low_memory_training", *flags])
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl", encoding="utf-8")]
+    return [r["loss"] for r in rows if r["kind"] == "train"]
+
+
+def epoch_batches(rows, seed=SEED):
+    sampler = TrainBatchSampler([0] * len(rows), BATCH, seed=seed, group_by_length=False)
+
+    def batches_of(epoch):
+        sampler.set_epoch(epoch)
+        return [[rows[i] for i in indices] for indices in sampler]
+    return batches_of
+
+
+def test_sentencebert_every_step_loss_equals_the_plain_loop(tiny_bert, tmp_path):
+    from conftest import NEGATIVE, POSITIVE
+    from run_sentencebert import main
+
+    texts = POSITIVE + NEGATIVE
+    rows = [(a, b, int(i % 3 != 0)) for i, (a, b) in enumerate(zip(texts, texts[1:] + texts[:1]))] * 2
+    path = tmp_path / "pairs.txt"
+    path.write_text("".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows), encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    hidden = AutoConfig.from_pretrained(tiny_bert).hidden_size
+
+    def loss_of(model, head, batch):
+        u = mean_pooled(model, tokenizer, [r[0] for r in batch])
+        v = mean_pooled(model, tokenizer, [r[1] for r in batch])
+        logits = head(torch.cat([u, v, (u - v).abs()], -1))
+        return F.cross_entropy(logits, torch.tensor([r[2] for r in batch]))
+
+    steps = 12  # 32 pairs / batch 8: three epochs
+    ours = our_sentence_losses(main, tiny_bert, tmp_path / "out", steps, "--train_data_file", str(path),
+                               "--pooling_mode", "mean")
+    plain = plain_sentence_loop(tiny_bert, epoch_batches(rows), steps, loss_of,
+                                head=lambda: torch.nn.Linear(3 * hidden, 2))
+    assert len(ours) == steps
+    assert ours == pytest.approx(plain, rel=1e-5, abs=1e-6)
+    assert sum(plain[-3:]) / 3 < sum(plain[:3]) / 3 - 0.05  # it learns
+
+
+def test_simcse_every_step_loss_equals_the_plain_loop(bert_with_dropout, tmp_path):
+    """With dropout on (BERT's 0.1): each sentence goes through the encoder twice in one pass, [x0, x0, x1, x1,
+    ...], so the plain loop draws the very same dropout masks as ours, and the two views differ."""
+    from conftest import NEGATIVE, POSITIVE
+    from run_simcse import main
+
+    texts = (POSITIVE + NEGATIVE) * 2
+    path = tmp_path / "sentences.txt"
+    path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(bert_with_dropout)
+    scale, margin = 20.0, 0.2
+
+    def loss_of(model, head, batch):
+        enc = tokenizer([t for t in batch for _ in range(2)], padding=True, return_tensors="pt")
+        cls = model(**enc).last_hidden_state[:, 0].view(len(batch), 2, -1)
+        cos = F.normalize(cls[:, 0], dim=-1) @ F.normalize(cls[:, 1], dim=-1).T
+        cos = cos - margin * torch.eye(len(batch))
+        return F.cross_entropy(scale * cos, torch.arange(len(batch)))
+
+    steps = 8  # 32 sentences / batch 8: two epochs
+    ours = our_sentence_losses(main, bert_with_dropout, tmp_path / "out", steps, "--train_data_file", str(path),
+                               "--pooling_mode", "cls", "--scale", str(scale), "--margin", str(margin))
+    plain = plain_sentence_loop(bert_with_dropout, epoch_batches(texts), steps, loss_of)
+    assert len(ours) == steps
+    assert ours == pytest.approx(plain, rel=1e-5, abs=1e-6)
+    assert plain[0] > 0.05  # two dropout views of one sentence: the positive is not trivially the nearest
