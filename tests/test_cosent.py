@@ -185,6 +185,7 @@ def test_cosent_trains_the_ranking(tiny_bert, tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (["--is_nli"], "--loss cosent has no classifier over labels: --is_nli"),
     (["--concat_multiply", "--loss_type", "focal"], "--concat_multiply, --loss_type cannot be used"),
+    (["--metric_for_best", "macro_f1"], "--loss cosent has no classifier over labels: --metric_for_best cannot"),
     (["--loss", "softmax", "--matryoshka_dims", "16"], "--matryoshka_dims needs --loss cosent"),
     (["--matryoshka_dims", "16", "16"], "--matryoshka_dims 16 16: give distinct positive sizes"),
     (["--matryoshka_dims", "16", "8", "--matryoshka_weights", "1"], "gives 1 weights for 2 --matryoshka_dims"),

@@ -107,6 +107,18 @@ def test_sentencebert_end_to_end(tiny_bert, files, nli):
     assert SentenceEncoder.from_pretrained(str(out)).encode(TEXTS[:2]).shape == (2, 32)
 
 
+def test_sentencebert_metric_for_best_picks_the_best_model_by_macro_f1(tiny_bert, files):
+    """As for classification: on imbalanced pairs (AFQMC) the best-accuracy model can be a majority vote."""
+    out = files["dir"] / "sbert_f1"
+    results = sbert_main(common(tiny_bert, out, "--train_data_file", files["pairs"], "--dev_data_file", files["pairs"],
+                                "--pooling_mode", "mean", "--max_steps", "12", "--eval_steps", "2",
+                                "--save_best_model", "--metric_for_best", "macro_f1", "--learning_rate", "3e-3"))
+    evals = [r for r in map(json.loads, open(out / "metrics.jsonl", encoding="utf-8")) if r["kind"] == "eval"]
+    best = max(evals, key=lambda r: r["macro_f1"])  # max() keeps the first of equals, as the trainer does
+    assert len({r["macro_f1"] for r in evals}) > 1  # the choice is not among equals
+    assert results["best_step"] == best["step"] and results["best_macro_f1"] == best["macro_f1"]
+
+
 # -- the saved encoder is the trained encoder ----------------------------------------------------------
 def make_task(task_cls, model_dir, out, *extra) -> tuple:
     args = cli.build_parser(task_cls, None).parse_args(

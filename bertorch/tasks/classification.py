@@ -71,6 +71,14 @@ def labels_of_evaluated_model(task: Task, labels: list[str], label_file: str) ->
 METRICS_FOR_BEST = ("accuracy", "macro_f1")  # what classification_metrics() reports, greater is better
 
 
+def add_metric_for_best(group, default: str | None = "accuracy") -> None:
+    """--metric_for_best of the tasks that classify labels (classification, Sentence-BERT's softmax)."""
+    group.add_argument("--metric_for_best", choices=METRICS_FOR_BEST, default=default,
+                       help="the dev metric that picks best/ (--save_best_model) and the best_* results "
+                            "(default: accuracy); macro_f1 where one label dominates (AFQMC: 69%% of pairs are "
+                            "label 0, and the first, majority-voting model has the best accuracy)")
+
+
 class ClassificationTask(Task):
     name = "classification"
     required_flags = ("label_file",)
@@ -82,10 +90,7 @@ class ClassificationTask(Task):
         group = parser.add_argument_group("classification")
         group.add_argument("--is_text_pair", action="store_true",
                            help="text-pair data (text_a\\ttext_b\\tlabel) instead of text\\tlabel")
-        group.add_argument("--metric_for_best", choices=METRICS_FOR_BEST, default="accuracy",
-                           help="the dev metric that picks best/ (--save_best_model) and the best_* results; "
-                                "macro_f1 where one label dominates (AFQMC: 69%% of pairs are label 0, and the "
-                                "first, majority-voting model has the best accuracy)")
+        add_metric_for_best(group)
 
     def __init__(self, args: argparse.Namespace, env) -> None:
         super().__init__(args, env)

@@ -15,6 +15,7 @@ from bertorch.errors import UsageError
 from bertorch.metrics import classification_metrics, correlation_metrics
 from bertorch.models.biencoder import CoSENTHead, PairClassifier
 from bertorch.tasks.base import accuracy_stats
+from bertorch.tasks.classification import add_metric_for_best
 from bertorch.tasks.sentence import SentenceTask, pair_cosine
 
 BINARY_LABELS = ["0", "1"]
@@ -38,6 +39,7 @@ class SentenceBertTask(SentenceTask):
                             "pairs are ranked as their labels or scores are (text_a\\ttext_b\\tscore, 0/1 or graded)")
         g.add_argument("--cosent_scale", type=float, default=20.0,
                        help="--loss cosent: cosines are multiplied by this (1/temperature)")
+        add_metric_for_best(g, default=None)  # None: accuracy, or with --loss cosent dev Spearman
 
     @classmethod
     def check_args(cls, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -47,7 +49,8 @@ class SentenceBertTask(SentenceTask):
             ignored = [flag for flag, given in (
                 ("--is_nli", args.is_nli), ("--concat_multiply", args.concat_multiply),
                 ("--label_file", args.label_file), ("--dropout_rate", args.dropout_rate is not None),
-                ("--loss_type", args.loss_type != "cross_entropy")) if given]
+                ("--loss_type", args.loss_type != "cross_entropy"),
+                ("--metric_for_best", args.metric_for_best is not None)) if given]
             if ignored:
                 parser.error(f"--loss cosent has no classifier over labels: {', '.join(ignored)} cannot be used "
                              f"with it")
@@ -59,6 +62,8 @@ class SentenceBertTask(SentenceTask):
         self.cosent = args.loss == "cosent"
         if self.cosent:
             self.metric_for_best = "spearman"
+        elif getattr(args, "metric_for_best", None):  # an inner task's parser may lack it
+            self.metric_for_best = args.metric_for_best
 
     def setup(self) -> None:
         if self.cosent:
