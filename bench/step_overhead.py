@@ -12,6 +12,7 @@ settings and LD_PRELOAD are per process), in turns (A B C A B C ...), and report
   ours-bf16   low-memory training under bf16 autocast, glibc's allocator defaults
   ours-tuned-bf16 / ours-stock-bf16   the same with bertorch.memory's mallopt settings (what --bf16 does) /
               without low-memory training
+  ours-bf16-foreach   ours-bf16 with the foreach AdamW bertorch used before the fused one
   plain-compile / plain-compile-bf16   plain with torch.compile (inductor) on the model, fp32 / bf16 autocast:
               on this fixed batch shape it compiles once, the best case for it (warm-up time reported)
   +jemalloc / +tcmalloc   a variant with that allocator preloaded (Debian's libjemalloc2 / libtcmalloc-minimal4)
@@ -43,6 +44,7 @@ BASE_VARIANTS = {
     "ours-bf16": {"ours": True, "tune": False, "low_memory": True, "bf16": True},
     "ours-tuned-bf16": {"ours": True, "tune": True, "low_memory": True, "bf16": True},
     "ours-stock-bf16": {"ours": True, "tune": False, "low_memory": False, "bf16": True},
+    "ours-bf16-foreach": {"ours": True, "tune": False, "low_memory": True, "bf16": True, "foreach": True},
     "plain-compile": {"ours": False, "compile": True},
     "plain-compile-bf16": {"ours": False, "compile": True, "bf16": True},
 }
@@ -107,7 +109,8 @@ def child(spec: dict, model_dir: str, steps: int, batch_size: int, length: int, 
             use_low_memory_training(model)
             checkpoint_large_batches(model, 4096)  # the trainer's default budget: 32 x 128 is not above it
         groups = build_param_groups(model, 1e-4, 0.01, 1.0, config.num_hidden_layers)
-        optimizer = build_optimizer(groups, 1e-4)
+        optimizer = (torch.optim.AdamW(groups, lr=1e-4, foreach=True) if spec.get("foreach")  # before fused
+                     else build_optimizer(groups, 1e-4))
 
         def loss_fn():
             return model(input_ids=input_ids, attention_mask=mask, labels=labels).loss

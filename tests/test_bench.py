@@ -44,3 +44,12 @@ def test_model_dir_needs_its_dev_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench", "--model_dir", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--model_dir needs --dev_file" in proc.stderr
+
+
+def test_optimizer_step_times_every_adamw_implementation_on_the_same_parameters(tiny_bert, capsys):
+    from bench import optimizer_step
+
+    summary = optimizer_step.main(["--model_dir", tiny_bert, "--steps", "2"])
+    assert set(summary) == {*optimizer_step.IMPLEMENTATIONS, "clip (foreach)", "clip (loop)"}
+    assert all(0 < s["best_ms"] <= s["median_ms"] for s in summary.values())
+    assert "M parameters" in capsys.readouterr().out
