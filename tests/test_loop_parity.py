@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, get_scheduler
 
 import run_classifier
+import run_ner
 from bertorch.data.batching import TrainBatchSampler
 from bertorch.data.readers import read_classification, read_labels
 from bertorch.losses.classification import build_loss
@@ -25,32 +26,24 @@ from bertorch.models.random_init import build_char_vocab, make_random_bert
 SEED, BATCH, LR, WARMUP, DECAY = 7, 8, 3e-3, 0.1, 0.01
 
 
-def plain_loop(model_dir, files, steps, seed=SEED):
-    """A stock loop over the batches our sampler yields without grouping; returns the loss of every step."""
-    labels = read_labels(files["labels"])
-    examples = read_classification(files["train"], labels, False)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    config = AutoConfig.from_pretrained(model_dir, num_labels=len(labels))
-    torch.manual_seed(seed)  # the head is initialised from the seed, as in our run
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config)
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": DECAY}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=LR)
+def plain_training(modules, steps, batches_of, loss_of, lr_of=lambda module: LR):
+    """The body of every plain loop: AdamW (decay on matrices only, each module at `lr_of(module)`), the linear
+    warm-up schedule, clipping at 1.0; `batches_of(epoch)` lists the epoch's batches, `loss_of(batch)` gives
+    a batch's loss. Returns the loss of every step."""
+    groups = [{"params": [p for p in m.parameters() if p.requires_grad and (p.ndim >= 2) == matrix],
+               "lr": lr_of(m), "weight_decay": DECAY if matrix else 0.0} for m in modules for matrix in (True, False)]
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=LR)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(steps * WARMUP + 0.999),
                               num_training_steps=steps)
-    lengths = [len(tokenizer(e.text_a)["input_ids"]) for e in examples]
-    sampler = TrainBatchSampler(lengths, BATCH, seed=seed, group_by_length=False)
+    for module in modules:
+        module.train()
     losses, epoch = [], 0
-    model.train()
     while len(losses) < steps:
-        sampler.set_epoch(epoch)
-        for indices in sampler:
-            enc = tokenizer([examples[i].text_a for i in indices], padding=True, return_tensors="pt")
-            y = torch.tensor([labels.index(examples[i].label) for i in indices])
-            loss = F.cross_entropy(model(**enc).logits, y)
+        for batch in batches_of(epoch):
+            loss = loss_of(batch)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
@@ -61,19 +54,44 @@ def plain_loop(model_dir, files, steps, seed=SEED):
     return losses
 
 
-def our_losses(model_dir, files, out, steps, *flags):
-    run_classifier.main([
-        "--pretrained_model_name_or_path", model_dir, "--train_data_file", files["train"],
-        "--label_file", files["labels"], "--saved_dir", str(out), "--batch_size", str(BATCH),
-        "--learning_rate", str(LR), "--warmup_proportion", str(WARMUP), "--weight_decay", str(DECAY),
-        "--max_steps", str(steps), "--logging_steps", "1", "--save_steps", "0", "--seed", str(SEED), *flags])
+def epoch_batches(rows, seed=SEED):
+    """`batches_of(epoch)` over `rows`: the batches our sampler yields without length grouping."""
+    sampler = TrainBatchSampler([0] * len(rows), BATCH, seed=seed, group_by_length=False)
+
+    def batches_of(epoch):
+        sampler.set_epoch(epoch)
+        return [[rows[i] for i in indices] for indices in sampler]
+    return batches_of
+
+
+def plain_loop(model_dir, files, steps, seed=SEED):
+    """A stock classification loop over the batches our sampler yields without grouping."""
+    labels = read_labels(files["labels"])
+    examples = read_classification(files["train"], labels, False)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    config = AutoConfig.from_pretrained(model_dir, num_labels=len(labels))
+    torch.manual_seed(seed)  # the head is initialised from the seed, as in our run
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config)
+
+    def loss_of(batch):
+        enc = tokenizer([e.text_a for e in batch], padding=True, return_tensors="pt")
+        return F.cross_entropy(model(**enc).logits, torch.tensor([labels.index(e.label) for e in batch]))
+    return plain_training([model], steps, epoch_batches(examples, seed), loss_of)
+
+
+def our_losses(main, model_dir, out, steps, *flags):
+    """Per-step training losses of our `main` (a run_*.py's) on the plain loop's recipe."""
+    main(["--pretrained_model_name_or_path", model_dir, "--saved_dir", str(out), "--batch_size", str(BATCH),
+          "--learning_rate", str(LR), "--warmup_proportion", str(WARMUP), "--weight_decay", str(DECAY),
+          "--max_steps", str(steps), "--logging_steps", "1", "--save_steps", "0", "--seed", str(SEED), *flags])
     rows = [json.loads(line) for line in open(out / "metrics.jsonl", encoding="utf-8")]
     return [r["loss"] for r in rows if r["kind"] == "train"]
 
 
 def test_every_step_loss_equals_the_plain_loop(tiny_bert, sentiment_files, tmp_path):
     steps = 36  # 64 examples / batch 8: four and a half epochs, through epoch boundaries
-    ours = our_losses(tiny_bert, sentiment_files, tmp_path / "out", steps, "--no-group_by_length",
+    ours = our_losses(run_classifier.main, tiny_bert, tmp_path / "out", steps, "--train_data_file",
+                      sentiment_files["train"], "--label_file", sentiment_files["labels"], "--no-group_by_length",
                       "--no-low_memory_training")
     plain = plain_loop(tiny_bert, sentiment_files, steps)
     assert len(ours) == steps
@@ -161,71 +179,37 @@ def plain_ner_loop(model_dir, files, steps, use_crf, crf_lr=None):
     torch.manual_seed(SEED)
     model = AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=len(NER_LABELS))
     crf = CRF(len(NER_LABELS), batch_first=True) if use_crf else None
-    groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": DECAY},
-              {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
-    if crf is not None:
-        groups += [{"params": [p for p in crf.parameters() if p.ndim >= 2], "weight_decay": DECAY, "lr": crf_lr},
-                   {"params": [p for p in crf.parameters() if p.ndim < 2], "weight_decay": 0.0, "lr": crf_lr}]
-    params = [p for g in groups for p in g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=LR)
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(steps * WARMUP + 0.999),
-                              num_training_steps=steps)
-    sampler = TrainBatchSampler([0] * len(docs), BATCH, seed=SEED, group_by_length=False)
-    losses, epoch = [], 0
-    model.train()
-    while len(losses) < steps:
-        sampler.set_epoch(epoch)
-        for indices in sampler:
-            enc = tokenizer([docs[i]["text"] for i in indices], is_split_into_words=True, padding=True,
-                            return_tensors="pt")
-            labels = torch.full(enc["input_ids"].shape, -100)
-            for row, i in enumerate(indices):
-                words = enc.word_ids(row)
-                for t, w in enumerate(words):
-                    if w is not None and (t == 0 or words[t - 1] != w):
-                        labels[row, t] = NER_LABELS.index(docs[i]["label"][w])
-            logits = model(**enc).logits
-            if crf is None:
-                loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-            else:  # the CRF runs over characters: each row's labelled positions, moved to the front
-                lengths = (labels != -100).sum(1)
-                emissions = torch.zeros(len(indices), int(lengths.max()), len(NER_LABELS))
-                tags = torch.zeros(emissions.shape[:2], dtype=torch.long)
-                for row in range(len(indices)):
-                    keep = labels[row] != -100
-                    emissions[row, :lengths[row]], tags[row, :lengths[row]] = logits[row, keep], labels[row, keep]
-                mask = torch.arange(emissions.shape[1])[None] < lengths[:, None]
-                loss = -crf(emissions, tags, mask=mask, reduction="mean")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
-            if len(losses) == steps:
-                break
-        epoch += 1
-    return losses
 
-
-def our_ner_losses(model_dir, files, out, steps, *flags):
-    import run_ner
-
-    run_ner.main([
-        "--pretrained_model_name_or_path", model_dir, "--train_data_file", files["train"],
-        "--label_file", files["labels"], "--saved_dir", str(out), "--batch_size", str(BATCH),
-        "--learning_rate", str(LR), "--warmup_proportion", str(WARMUP), "--weight_decay", str(DECAY),
-        "--max_steps", str(steps), "--logging_steps", "1", "--save_steps", "0", "--seed", str(SEED),
-        "--no-group_by_length", "--no-low_memory_training", *flags])
-    rows = [json.loads(line) for line in open(out / "metrics.jsonl", encoding="utf-8")]
-    return [r["loss"] for r in rows if r["kind"] == "train"]
+    def loss_of(batch):
+        enc = tokenizer([d["text"] for d in batch], is_split_into_words=True, padding=True, return_tensors="pt")
+        labels = torch.full(enc["input_ids"].shape, -100)
+        for row, doc in enumerate(batch):
+            words = enc.word_ids(row)
+            for t, w in enumerate(words):
+                if w is not None and (t == 0 or words[t - 1] != w):
+                    labels[row, t] = NER_LABELS.index(doc["label"][w])
+        logits = model(**enc).logits
+        if crf is None:
+            return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        # the CRF runs over characters: each row's labelled positions, moved to the front
+        lengths = (labels != -100).sum(1)
+        emissions = torch.zeros(len(batch), int(lengths.max()), len(NER_LABELS))
+        tags = torch.zeros(emissions.shape[:2], dtype=torch.long)
+        for row in range(len(batch)):
+            keep = labels[row] != -100
+            emissions[row, :lengths[row]], tags[row, :lengths[row]] = logits[row, keep], labels[row, keep]
+        mask = torch.arange(emissions.shape[1])[None] < lengths[:, None]
+        return -crf(emissions, tags, mask=mask, reduction="mean")
+    return plain_training([model] + ([crf] if crf else []), steps, epoch_batches(docs), loss_of,
+                          lr_of=lambda module: crf_lr if module is crf else LR)
 
 
 @pytest.mark.parametrize("head", ["linear", "crf"])
 def test_ner_every_step_loss_equals_the_plain_loop(tiny_bert, ner_files, tmp_path, head):
     steps = 16  # 30 documents / batch 8: four epochs, the last batch of each short
     flags = ["--use_crf", "--crf_learning_rate", "3e-2"] if head == "crf" else []
-    ours = our_ner_losses(tiny_bert, ner_files, tmp_path / "out", steps, *flags)
+    ours = our_losses(run_ner.main, tiny_bert, tmp_path / "out", steps, "--train_data_file", ner_files["train"],
+                      "--label_file", ner_files["labels"], "--no-group_by_length", "--no-low_memory_training", *flags)
     plain = plain_ner_loop(tiny_bert, ner_files, steps, head == "crf", crf_lr=3e-2)
     assert len(ours) == steps
     assert ours == pytest.approx(plain, rel=1e-5, abs=1e-6)
@@ -242,28 +226,9 @@ def plain_sentence_loop(model_dir, batches_of, steps, loss_of, head=None):
     torch.manual_seed(SEED)
     model = AutoModel.from_pretrained(model_dir)
     head = head() if head else None
-    params = [p for m in (model, head) if m is not None for p in m.parameters()]
     model.pooler.requires_grad_(False)  # mean / [CLS] pooling: the pooler layer is not used (nor trained)
-    groups = [{"params": [p for p in params if p.ndim >= 2 and p.requires_grad], "weight_decay": DECAY},
-              {"params": [p for p in params if p.ndim < 2 and p.requires_grad], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=LR)
-    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(steps * WARMUP + 0.999),
-                              num_training_steps=steps)
-    losses, epoch = [], 0
-    model.train()
-    while len(losses) < steps:
-        for batch in batches_of(epoch):
-            loss = loss_of(model, head, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
-            if len(losses) == steps:
-                break
-        epoch += 1
-    return losses
+    return plain_training([model] + ([head] if head else []), steps, batches_of,
+                          lambda batch: loss_of(model, head, batch))
 
 
 def mean_pooled(model, tokenizer, texts):
@@ -271,24 +236,6 @@ def mean_pooled(model, tokenizer, texts):
     states = model(**enc).last_hidden_state
     mask = enc["attention_mask"].unsqueeze(-1).float()
     return (states * mask).sum(1) / mask.sum(1)
-
-
-def our_sentence_losses(main, model_dir, out, steps, *flags):
-    main(["--pretrained_model_name_or_path", model_dir, "--saved_dir", str(out), "--batch_size", str(BATCH),
-          "--learning_rate", str(LR), "--warmup_proportion", str(WARMUP), "--weight_decay", str(DECAY),
-          "--max_steps", str(steps), "--logging_steps", "1", "--save_steps", "0", "--seed", str(SEED),
-          "--no-group_by_length", "--no-low_memory_training", *flags])
-    rows = [json.loads(line) for line in open(out / "metrics.jsonl", encoding="utf-8")]
-    return [r["loss"] for r in rows if r["kind"] == "train"]
-
-
-def epoch_batches(rows, seed=SEED):
-    sampler = TrainBatchSampler([0] * len(rows), BATCH, seed=seed, group_by_length=False)
-
-    def batches_of(epoch):
-        sampler.set_epoch(epoch)
-        return [[rows[i] for i in indices] for indices in sampler]
-    return batches_of
 
 
 def test_sentencebert_every_step_loss_equals_the_plain_loop(tiny_bert, tmp_path):
@@ -309,7 +256,8 @@ def test_sentencebert_every_step_loss_equals_the_plain_loop(tiny_bert, tmp_path)
         return F.cross_entropy(logits, torch.tensor([r[2] for r in batch]))
 
     steps = 12  # 32 pairs / batch 8: three epochs
-    ours = our_sentence_losses(main, tiny_bert, tmp_path / "out", steps, "--train_data_file", str(path),
+    ours = our_losses(main, tiny_bert, tmp_path / "out", steps, "--no-group_by_length", "--no-low_memory_training",
+                      "--train_data_file", str(path),
                                "--pooling_mode", "mean")
     plain = plain_sentence_loop(tiny_bert, epoch_batches(rows), steps, loss_of,
                                 head=lambda: torch.nn.Linear(3 * hidden, 2))
@@ -338,7 +286,8 @@ def test_simcse_every_step_loss_equals_the_plain_loop(bert_with_dropout, tmp_pat
         return F.cross_entropy(scale * cos, torch.arange(len(batch)))
 
     steps = 8  # 32 sentences / batch 8: two epochs
-    ours = our_sentence_losses(main, bert_with_dropout, tmp_path / "out", steps, "--train_data_file", str(path),
+    ours = our_losses(main, bert_with_dropout, tmp_path / "out", steps, "--no-group_by_length",
+                      "--no-low_memory_training", "--train_data_file", str(path),
                                "--pooling_mode", "cls", "--scale", str(scale), "--margin", str(margin))
     plain = plain_sentence_loop(bert_with_dropout, epoch_batches(texts), steps, loss_of)
     assert len(ours) == steps
