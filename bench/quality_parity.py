@@ -8,7 +8,11 @@ Each seed gives both loops their own random batch order, head initialisation and
 says little: at half an epoch the spread across seeds is several points (see results/quality_parity.md).
 Compare the means; `tests/test_loop_parity.py` pins that both do the same maths on the same batches.
 
+`--pooling mean` gives the plain loop a mean-pooled encoder and a linear head instead of the [CLS] pooler
+(m3e-small's pooler is untrained: does that cap the accuracy?); `--bf16` runs both loops under bf16 autocast.
+
     python -m bench.quality_parity [--model_dir M3E] [--steps 150] [--seeds 0 1 2] [--output FILE.jsonl]
+        [--loops plain] [--pooling mean] [--bf16] [--dev_limit 0: the whole dev set]
 
 Each run's row is printed and appended to --output as soon as it ends.
 """
@@ -32,9 +36,35 @@ def read_split(path: str, labels: list[str], limit: int | None = None) -> tuple[
     return [r[0] for r in rows], [labels.index(r[-1]) for r in rows]
 
 
+def mean_pooled_classifier(model_dir: str, num_labels: int):
+    """AutoModel without its pooler, the mask-weighted mean of the last layer, dropout and a linear head:
+    the sentence vector m3e-small was trained to give, in place of the [CLS] pooler."""
+    import torch
+    from transformers import AutoModel
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
+            self.dropout = torch.nn.Dropout(self.encoder.config.hidden_dropout_prob)
+            self.head = torch.nn.Linear(self.encoder.config.hidden_size, num_labels)
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return SequenceClassifierOutput(logits=self.head(self.dropout((hidden * mask).sum(1) / mask.sum(1))))
+
+    return MeanPooled()
+
+
 def plain_loop(model_dir: str, data_dir: str, seed: int, steps: int, lr: float, batch_size: int,
-               max_length: int, warmup: float, weight_decay: float, dev_limit: int) -> dict:
+               max_length: int, warmup: float, weight_decay: float, dev_limit: int, pooling: str = "pooler",
+               bf16: bool = False) -> dict:
     """The reference: a few lines of stock PyTorch + transformers. Returns dev accuracy and train seconds."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_scheduler
@@ -44,7 +74,11 @@ def plain_loop(model_dir: str, data_dir: str, seed: int, steps: int, lr: float, 
     dev_x, dev_y = read_split(os.path.join(data_dir, "dev.tsv"), labels, dev_limit)
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(labels))
+    if pooling == "mean":
+        model = mean_pooled_classifier(model_dir, len(labels))
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=len(labels))
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": weight_decay},
               {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=lr)
@@ -57,7 +91,9 @@ def plain_loop(model_dir: str, data_dir: str, seed: int, steps: int, lr: float, 
         batch = order[s:s + batch_size]
         enc = tokenizer([train_x[i] for i in batch], truncation=True, max_length=max_length, padding=True,
                         return_tensors="pt")
-        loss = F.cross_entropy(model(**enc).logits, torch.tensor([train_y[i] for i in batch]))
+        with autocast():
+            logits = model(**enc).logits
+        loss = F.cross_entropy(logits.float(), torch.tensor([train_y[i] for i in batch]))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -66,12 +102,12 @@ def plain_loop(model_dir: str, data_dir: str, seed: int, steps: int, lr: float, 
     seconds = time.perf_counter() - start
     model.eval()
     correct = 0
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         for s in range(0, len(dev_x), 64):
             enc = tokenizer(dev_x[s:s + 64], truncation=True, max_length=max_length, padding=True,
                             return_tensors="pt")
             correct += (model(**enc).logits.argmax(-1) == torch.tensor(dev_y[s:s + 64])).sum().item()
-    return {"accuracy": correct / len(dev_x), "train_seconds": round(seconds, 1)}
+    return {"accuracy": correct / len(dev_x), "dev_examples": len(dev_x), "train_seconds": round(seconds, 1)}
 
 
 def our_loop(model_dir: str, data_dir: str, seed: int, args, workdir: str) -> dict:
@@ -79,11 +115,13 @@ def our_loop(model_dir: str, data_dir: str, seed: int, args, workdir: str) -> di
     argv = [sys.executable, os.path.join(ROOT, "run_classifier.py"), "--pretrained_model_name_or_path", model_dir,
             "--train_data_file", os.path.join(data_dir, "train.tsv"), "--dev_data_file",
             os.path.join(data_dir, "dev.tsv"), "--label_file", os.path.join(data_dir, "labels.txt"),
-            "--max_eval_samples", str(args.dev_limit), "--saved_dir", out, "--overwrite_output_dir",
+            *(["--max_eval_samples", str(args.dev_limit)] if args.dev_limit else []), "--saved_dir", out,
+            "--overwrite_output_dir",
             "--max_steps", str(args.steps), "--learning_rate", str(args.learning_rate),
             "--warmup_proportion", str(args.warmup_proportion), "--weight_decay", str(args.weight_decay),
             "--batch_size", str(args.batch_size), "--max_seq_length", str(args.max_seq_length),
-            "--seed", str(seed), "--save_steps", "0", "--logging_steps", "50", *args.extra]
+            "--seed", str(seed), "--save_steps", "0", "--logging_steps", "50", *(["--bf16"] if args.bf16 else []),
+            *args.extra]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"run_classifier.py failed (seed {seed}):\n{proc.stderr[-3000:]}")
@@ -121,7 +159,10 @@ def main(argv=None) -> dict:
     p.add_argument("--weight_decay", type=float, default=0.01)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_seq_length", type=int, default=128)
-    p.add_argument("--dev_limit", type=int, default=600, help="score the first N dev lines")
+    p.add_argument("--dev_limit", type=int, default=600, help="score the first N dev lines (0: all of them)")
+    p.add_argument("--pooling", choices=["pooler", "mean"], default="pooler",
+                   help="the plain loop's sentence vector: the model's [CLS] pooler, or the mean of the last layer")
+    p.add_argument("--bf16", action="store_true", help="both loops under bf16 autocast")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for run_classifier.py")
     p.add_argument("--output", default=None, help="append one JSON row per run here (JSON lines)")
     args = p.parse_args(argv)
@@ -135,11 +176,12 @@ def main(argv=None) -> dict:
                 if loop == "plain":
                     result = plain_loop(model_dir, args.data_dir, seed, args.steps, args.learning_rate,
                                         args.batch_size, args.max_seq_length, args.warmup_proportion,
-                                        args.weight_decay, args.dev_limit)
+                                        args.weight_decay, args.dev_limit, args.pooling, args.bf16)
                 else:
                     result = our_loop(model_dir, args.data_dir, seed, args, workdir)
                 row = {"loop": loop, "seed": seed, "steps": args.steps, "learning_rate": args.learning_rate,
-                       "extra": args.extra, **result}
+                       "extra": args.extra, "bf16": args.bf16, **({"pooling": args.pooling} if loop == "plain" else {}),
+                       **result}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 if args.output:

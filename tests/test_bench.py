@@ -53,3 +53,35 @@ def test_optimizer_step_times_every_adamw_implementation_on_the_same_parameters(
     assert set(summary) == {*optimizer_step.IMPLEMENTATIONS, "clip (foreach)", "clip (loop)"}
     assert all(0 < s["best_ms"] <= s["median_ms"] for s in summary.values())
     assert "M parameters" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("pooling", ["pooler", "mean"])
+def test_quality_parity_plain_loop_trains_either_pooling_and_scores_the_whole_dev_set(tiny_bert, sentiment_files,
+                                                                                      pooling, tmp_path, capsys):
+    from bench import quality_parity
+
+    out = tmp_path / "rows.jsonl"
+    quality_parity.main(["--model_dir", tiny_bert, "--data_dir", str(sentiment_files["dir"]), "--loops", "plain",
+                         "--seeds", "0", "--steps", "3", "--batch_size", "4", "--dev_limit", "0",
+                         "--pooling", pooling, "--bf16", "--output", str(out)])
+    row = json.loads(out.read_text(encoding="utf-8"))
+    dev_lines = len(open(sentiment_files["dev"], encoding="utf-8").read().splitlines())
+    assert row["pooling"] == pooling and row["bf16"] is True and row["steps"] == 3
+    assert row["dev_examples"] == dev_lines  # --dev_limit 0: every dev line scored
+    assert "plain dev accuracy" in capsys.readouterr().out
+
+
+def test_mean_pooled_classifier_reads_the_mean_of_the_real_tokens(tiny_bert):
+    import torch
+    from bench.quality_parity import mean_pooled_classifier
+
+    model = mean_pooled_classifier(tiny_bert, 3).eval()
+    ids = torch.tensor([[2, 5, 6, 7, 3]])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1)
+        mask = torch.tensor([[1] * 5 + [0] * 3])
+        hidden = model.encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        assert torch.allclose(model(input_ids=padded, attention_mask=mask).logits, logits, atol=1e-5)
+        assert torch.allclose(model.head(hidden.mean(1)), logits, atol=1e-5)
+    assert logits.shape == (1, 3)
