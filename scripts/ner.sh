@@ -53,7 +53,8 @@ for ds in $DATASETS; do
             "$PYTHON" scripts/results.py add "$NAME" --run "$run" --file "$run-rescored/all_results.json" \
                 --set dataset="$ds" --set model="BERT+$head" ${SWEEP:+--set sweep="$SWEEP"} \
                 --value decoding="constrained (rescored)" --metric precision=best_${kind}precision \
-                --metric recall=best_${kind}recall --metric f1=best_${kind}f1
+                --metric recall=best_${kind}recall --metric f1=best_${kind}f1 \
+                --curve best_${kind}f1
             continue
         fi
         launch run_ner.py $(train_args "$epochs" "$lr") --train_data_file "$dir/train.json" \
@@ -61,7 +62,8 @@ for ds in $DATASETS; do
             --warmup_proportion 0.1 --weight_decay 0.01 --eval_steps "$eval_steps" --save_best_model "${flags[@]}"
         # The row is the best dev evaluation (the curve is in $run/metrics.jsonl)
         "$PYTHON" scripts/results.py add "$NAME" --run "$run" --set dataset="$ds" --set model="BERT+$head" \
-            ${SWEEP:+--set sweep="$SWEEP"} --value decoding=$decoding --metric precision=best_${kind}precision --metric recall=best_${kind}recall --metric f1=best_${kind}f1
+            ${SWEEP:+--set sweep="$SWEEP"} --value decoding=$decoding --metric precision=best_${kind}precision \
+            --metric recall=best_${kind}recall --metric f1=best_${kind}f1 --curve best_${kind}f1
     done
 done
 "$PYTHON" scripts/results.py render "$NAME"

@@ -77,8 +77,9 @@ def add(args) -> None:
         row.setdefault("train time (s)", round(values["train_seconds"]) if trained and "train_seconds" in values
                        else "-")
         row["_recipe"] = recipe  # the flags that decide the result and the command line, kept in the JSON
-        # the dev curve of the row's first metric, what scripts/plot_results.py draws
-        row["_curve"] = read_curve(args.run, args.metric[0].split("=", 1)[1]) if args.metric and trained else []
+        # the dev curve that scripts/plot_results.py draws: --curve's key, else the row's first metric
+        curve_key = args.curve or (args.metric[0].split("=", 1)[1] if args.metric else None)
+        row["_curve"] = read_curve(args.run, curve_key) if curve_key and trained else []
     else:  # a --file row (a benchmark) states its budget when it has one
         if "global_step" in values:
             row.setdefault("steps", values["global_step"])
@@ -212,6 +213,8 @@ def main(argv=None) -> None:
     p_add.add_argument("--set", action="append", default=[], help="COLUMN=VALUE identifying the row")
     p_add.add_argument("--value", action="append", default=[], help="COLUMN=VALUE describing the row, not its identity")
     p_add.add_argument("--metric", action="append", default=[])
+    p_add.add_argument("--curve", default=None, help="the results key whose dev curve the row keeps, e.g. best_f1 "
+                       "(default: the first --metric's)")
     p_render = sub.add_parser("render")
     p_render.add_argument("name")
     args = parser.parse_args(argv)

@@ -184,3 +184,24 @@ def test_a_rescored_row_replaces_its_run_and_says_how_it_was_scored(tmp_path, mo
     assert (row["f1"], row["decoding"], row["epochs"], row["lr"], row["steps"]) == (0.7, "constrained (rescored)", 4,
                                                                                     "1e-4", 40)
     assert "| weibo | constrained (rescored) | 0.7000 | 4 | 1e-4 | 40 | 10 |" in results.render(argparse.Namespace(name="t"))
+
+
+def test_a_row_keeps_the_curve_it_names_not_only_its_first_metric(tmp_path, monkeypatch):
+    """NER rows list precision first; their curve is F1's (what the figure's panel says it draws)."""
+    results = script("results")
+    monkeypatch.setattr(results, "RESULTS_DIR", str(tmp_path))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "all_results.json").write_text(json.dumps({"global_step": 20, "train_seconds": 3.0, "best_precision": 0.6,
+                                                      "best_recall": 0.8, "best_f1": 0.7}))
+    (run / "training_args.json").write_text(json.dumps({"do_train": True, "epochs": 1, "max_steps": -1,
+                                                        "learning_rate": 1e-4, "argv": []}))
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"kind": "eval", "step": 10, "precision": 0.5, "f1": 0.55}, {"kind": "eval", "step": 20, "precision": 0.6,
+                                                                    "f1": 0.7}]) + "\n")
+    metrics = ["--metric", "precision=best_precision", "--metric", "f1=best_f1"]
+    results.main(["add", "t", "--run", str(run), "--set", "dataset=a", *metrics, "--curve", "best_f1"])
+    results.main(["add", "t", "--run", str(run), "--set", "dataset=b", *metrics])
+    named, first = json.load(open(tmp_path / "t.json"))["rows"]
+    assert named["_curve"] == [[10, 0.55], [20, 0.7]]
+    assert first["_curve"] == [[10, 0.5], [20, 0.6]]
