@@ -27,5 +27,7 @@ run ChnSentiCorp chnsenticorp/train.tsv chnsenticorp/dev.tsv chnsenticorp/labels
 # AFQMC is 69% label 0: by accuracy the best dev model was the first, a near-majority vote (macro-F1 0.43);
 # macro-F1 keeps the model that separates the labels
 run AFQMC afqmc/train.txt afqmc/dev.txt afqmc/labels.txt 3 1e-4 540 --is_text_pair --metric_for_best macro_f1
-[ "$QUICK" = 1 ] || run TNEWS tnews/train.tsv tnews/dev.tsv tnews/labels.txt 3 1e-4 800  # QUICK: ChnSentiCorp's code path again
+# TNEWS: 2 epochs (0.5524 / macro-F1 0.5456) beat 3 (0.5517 / 0.5317): it is flat from the first epoch on, and
+# the shorter schedule decays while it is at its best
+[ "$QUICK" = 1 ] || run TNEWS tnews/train.tsv tnews/dev.tsv tnews/labels.txt 2 1e-4 800  # QUICK: ChnSentiCorp's code path again
 "$PYTHON" scripts/results.py render "$NAME"
