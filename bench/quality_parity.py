@@ -38,7 +38,8 @@ def read_split(path: str, labels: list[str], limit: int | None = None) -> tuple[
 
 def mean_pooled_classifier(model_dir: str, num_labels: int):
     """AutoModel without its pooler, the mask-weighted mean of the last layer, dropout and a linear head:
-    the sentence vector m3e-small was trained to give, in place of the [CLS] pooler."""
+    the sentence vector m3e-small was trained to give, in place of the [CLS] pooler. Written out, not
+    bertorch.models.pooling: the reference shares no code with the toolkit it checks."""
     import torch
     from transformers import AutoModel
     from transformers.modeling_outputs import SequenceClassifierOutput

@@ -33,6 +33,9 @@ for ds in $DATASETS; do recipe "$ds" > /dev/null; done  # a misspelt name stops 
 
 for ds in $DATASETS; do
     case $ds in cws/*) dir=$ds; kind=word_ ;; *) dir=ner/$ds; kind= ;; esac
+    # a row's columns and its dev curve (F1's, what the figure draws), from the run's best evaluation
+    metrics=(--metric precision=best_${kind}precision --metric recall=best_${kind}recall
+             --metric f1=best_${kind}f1 --curve best_${kind}f1)
     have "$dir/train.json" || continue
     read -r epochs lr eval_steps <<< "$(recipe "$ds")"
     [ "$QUICK" = 1 ] && eval_steps=0
@@ -52,9 +55,7 @@ for ds in $DATASETS; do
                 --max_seq_length "$MAX_SEQ_LENGTH" --overwrite_output_dir "${SAMPLES[@]}" ${EXTRA_ARGS:-}
             "$PYTHON" scripts/results.py add "$NAME" --run "$run" --file "$run-rescored/all_results.json" \
                 --set dataset="$ds" --set model="BERT+$head" ${SWEEP:+--set sweep="$SWEEP"} \
-                --value decoding="constrained (rescored)" --metric precision=best_${kind}precision \
-                --metric recall=best_${kind}recall --metric f1=best_${kind}f1 \
-                --curve best_${kind}f1
+                --value decoding="constrained (rescored)" "${metrics[@]}"
             continue
         fi
         launch run_ner.py $(train_args "$epochs" "$lr") --train_data_file "$dir/train.json" \
@@ -62,8 +63,7 @@ for ds in $DATASETS; do
             --warmup_proportion 0.1 --weight_decay 0.01 --eval_steps "$eval_steps" --save_best_model "${flags[@]}"
         # The row is the best dev evaluation (the curve is in $run/metrics.jsonl)
         "$PYTHON" scripts/results.py add "$NAME" --run "$run" --set dataset="$ds" --set model="BERT+$head" \
-            ${SWEEP:+--set sweep="$SWEEP"} --value decoding=$decoding --metric precision=best_${kind}precision \
-            --metric recall=best_${kind}recall --metric f1=best_${kind}f1 --curve best_${kind}f1
+            ${SWEEP:+--set sweep="$SWEEP"} --value decoding=$decoding "${metrics[@]}"
     done
 done
 "$PYTHON" scripts/results.py render "$NAME"
