@@ -9,8 +9,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
+from bertorch.models import low_memory
 from bertorch.models.low_memory import (ATTENTION_NAME, ActivationLinear, BoolMaskDropout, _ActivationLinear,
-                                        _DropoutAttention, _keep_mask, checkpoint_large_batches, dropout_attention,
+                                        _DropoutAttention, attention_keep_masks, checkpoint_large_batches,
+                                        dropout_attention,
                                         use_low_memory_training)
 
 
@@ -19,17 +21,28 @@ def _qkv(dtype=torch.float64, shape=(2, 3, 5, 4)):
     return [torch.randn(*shape, dtype=dtype, requires_grad=True) for _ in range(3)]
 
 
-def test_dropout_attention_matches_softmax_dropout_reference():
-    q, k, v = _qkv()
-    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+def _keep(shape, p: float) -> torch.Tensor:
+    """The keep mask dropout_attention draws after the global RNG was seeded as it was: its chunks' masks."""
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    return torch.cat([keep for _, keep in attention_keep_masks(shape, p, seed)])
+
+
+@pytest.mark.parametrize("scores_per_chunk", [1 << 19, 1])  # the whole batch in one chunk / an example a chunk
+def test_dropout_attention_matches_softmax_dropout_reference(monkeypatch, scores_per_chunk):
+    monkeypatch.setattr(low_memory, "SCORES_PER_CHUNK", scores_per_chunk)
+    q, k, v = _qkv(shape=(3, 3, 5, 4))
+    mask = torch.ones(3, 1, 1, 5, dtype=torch.bool)
     mask[0, ..., 3:] = False  # padding in the first example
     torch.manual_seed(7)
     out = dropout_attention(q, k, v, mask, 0.5, 0.3)
     grad = torch.randn_like(out)
     ours = torch.autograd.grad(out, (q, k, v), grad)
 
-    torch.manual_seed(7)  # the same seed draw -> the same keep mask
-    keep = _keep_mask((2, 3, 5, 5), 0.3, int(torch.randint(0, 2**62, (1,)).item()))
+    torch.manual_seed(7)  # the same seed draw -> the same keep masks
+    keep = _keep((3, 3, 5, 5), 0.3)
+    assert len(list(attention_keep_masks((3, 3, 5, 5), 0.3, 1))) == (1 if scores_per_chunk > 75 else 3)
+    if scores_per_chunk == 1:  # each chunk draws its own mask
+        assert not torch.equal(keep[0], keep[1]) and not torch.equal(keep[1], keep[2])
     scores = (q @ k.transpose(-1, -2) * 0.5).masked_fill(~mask, float("-inf"))
     reference = (torch.softmax(scores, -1) * keep / 0.7) @ v
     expected = torch.autograd.grad(reference, (q, k, v), grad)
@@ -179,7 +192,7 @@ def test_dropout_attention_in_bf16_computes_in_fp32_and_keeps_bf16():
     ours = torch.autograd.grad(out, (q, k, v), grad)
 
     torch.manual_seed(5)
-    keep = _keep_mask((2, 3, 6, 6), 0.2, int(torch.randint(0, 2**62, (1,)).item()))
+    keep = _keep((2, 3, 6, 6), 0.2)
     q32, k32, v32 = [t.detach().float().requires_grad_() for t in (q, k, v)]
     scores = (q32 @ k32.transpose(-1, -2) * 0.5).masked_fill(~mask, float("-inf"))
     reference = (torch.softmax(scores, -1) * keep / 0.8) @ v32

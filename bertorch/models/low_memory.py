@@ -5,12 +5,13 @@ more than they need on CPU (batch 32 x length 128, 4 layers of hidden 312 / FFN 
 
 * attention with dropout: PyTorch's CPU SDPA falls back to its math path and keeps, per layer, the
   scores, the probabilities, a float dropout mask and the dropped probabilities -- four batch x heads x
-  length x length float tensors. `dropout_attention` keeps Q, K, V, the mask, the softmax's row
-  log-sum-exp and a random seed; backward recomputes the probabilities and re-draws the same dropout mask
-  (the flash-attention idea in plain PyTorch ops): -230 MB.
+  length x length float tensors. `dropout_attention` keeps Q, K, V, the mask and a random seed; backward
+  recomputes the probabilities and re-draws the same dropout mask (the flash-attention idea in plain
+  PyTorch ops, a few examples at a time so that the scores stay in cache): -230 MB, and faster than
+  stock SDPA with dropout.
 * the FFN keeps both the GELU input and its output (the input of the second Linear): `ActivationLinear`
   keeps the input only and recomputes the activation in backward (a cheap element-wise op): -75 MB.
-* CPU dropout keeps a float mask (4 bytes an element): `BoolMaskDropout` keeps a bool mask: -35 MB.
+* CPU dropout keeps a float mask (4 bytes an element): `BoolMaskDropout` keeps a 1-byte mask: -35 MB.
 
 What is left is about 72 KB a token (4 layers x 312). A batch far above the usual size -- Sentence-BERT
 encodes 2 x 32 texts, and grouping by length puts AFQMC's longest 64 together (7,300 tokens: +530 MB) --
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -57,13 +59,16 @@ def _seed() -> int:
     return int(torch.randint(0, 2**62, (1,)).item())  # from the global RNG: reproducible, resumable
 
 
-def _keep_mask(shape: torch.Size, p: float, seed: int) -> torch.Tensor:
-    """Bool mask, True with probability 1 - p (to 1/65536). Drawn with numpy's PCG64: twice as fast as
-    torch's CPU `bernoulli_` (measured: 63 vs 136 ms for a 32x12x128x128 mask), which is what makes
-    re-drawing the attention mask in backward cost no more than stock dropout's single draw."""
+def _keep_mask(shape: torch.Size, p: float, seed: int | tuple[int, ...]) -> torch.Tensor:
+    """0/1 uint8 mask, 1 with probability 1 - p (to 1/65536). Drawn with numpy's SFC64 (9 ms for a
+    32x12x128x128 mask on a 2-core EPYC, PCG64 19 ms, torch's CPU `bernoulli_` 53 ms), which is what makes
+    re-drawing the attention mask in backward cheap. uint8, not bool: multiplying a float tensor by a uint8
+    one is 3-4x faster on CPU than by a bool one or `masked_fill_` (2.4 vs 9.4 / 7.8 ms at that size), for
+    the same byte an element."""
     count = math.prod(shape)
-    bits = np.random.Generator(np.random.PCG64(seed)).bytes(2 * count)
-    return torch.from_numpy(np.frombuffer(bits, dtype=np.uint16).reshape(shape) >= round(p * 65536))
+    bits = np.random.Generator(np.random.SFC64(seed)).bytes(2 * count)
+    keep = np.frombuffer(bits, dtype=np.uint16) >= round(p * 65536)
+    return torch.from_numpy(keep.view(np.uint8)).view(shape)
 
 
 # -- attention ------------------------------------------------------------------------------------------
@@ -72,46 +77,78 @@ def _working_dtype(q: torch.Tensor) -> torch.dtype:
     return torch.promote_types(q.dtype, torch.float32)
 
 
-def _probabilities(q, k, mask, scaling, lse=None):
-    """softmax(q k^T * scaling + mask) and its row log-sum-exp (reused from forward when given)."""
-    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scaling)
+# Attention runs over a few examples at a time so that each chunk's scores (fp32) stay in the CPU's cache
+# through softmax, dropout and the matmuls, instead of streaming a batch x heads x length^2 tensor through
+# memory half a dozen times. One forward + backward of a 4x312 BERT layer's attention, batch 32 x 128, on a
+# 2-core EPYC: 188 ms unchunked (softmax from a log-sum-exp, bool masks), 118 ms with torch's fused softmax and
+# its backward and uint8 masks, 72 ms also in chunks of 4 examples (3 MB of scores); m3e-small's layer
+# (8 heads of 64): 147 -> 92 -> 88 ms (measured with /tmp scripts beside bench.step_overhead; the step's
+# figure is in results/step_overhead.md).
+SCORES_PER_CHUNK = 1 << 19  # score elements (2 MiB in fp32) a chunk aims at; at least one example
+
+
+def _chunks(batch: int, per_example: int) -> list[slice]:
+    rows = max(1, SCORES_PER_CHUNK // max(1, per_example))
+    return [slice(start, min(start + rows, batch)) for start in range(0, batch, rows)]
+
+
+def attention_keep_masks(shape: torch.Size, p: float, seed: int) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(example rows, keep mask) of each chunk of a (batch, heads, q_len, k_len) score tensor, drawn as it is
+    used (so it is still in cache): a chunk's mask comes from (seed, its first row), so forward and backward
+    draw the same ones."""
+    for rows in _chunks(shape[0], math.prod(shape[1:])):
+        yield rows, _keep_mask((rows.stop - rows.start, *shape[1:]), p, (seed, rows.start))
+
+
+def _probabilities(q, k, mask, scaling):
+    """softmax(q k^T * scaling + mask), scaling q (the smaller tensor) rather than the scores."""
+    scores = torch.matmul(q * scaling, k.transpose(-1, -2))
     if mask is not None:
         scores.add_(mask)
-    if lse is None:
-        lse = torch.logsumexp(scores, dim=-1, keepdim=True)
-    return scores.sub_(lse).exp_(), lse
+    return torch.softmax(scores, dim=-1)
+
+
+def _rows(mask: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return mask if mask is None or mask.shape[0] == 1 else mask[rows]
 
 
 class _DropoutAttention(torch.autograd.Function):
     """In fp32 whatever q/k/v's dtype (bf16 under --bf16: stock CPU SDPA upcasts too); the output and the
-    gradients come back in q's dtype, and q/k/v are kept in theirs (half the bytes under bf16)."""
+    gradients come back in q's dtype, and q/k/v are kept in theirs (half the bytes under bf16). Dropout's
+    1 / (1 - p) is applied to the output and the incoming gradient (length / head size times fewer elements
+    than the probabilities)."""
 
     @staticmethod
     def forward(ctx, q, k, v, mask, scaling: float, p: float, seed: int):
         with torch.autocast("cpu", enabled=False):
             work = _working_dtype(q)
-            probs, lse = _probabilities(q.to(work), k.to(work), mask, scaling)
-            dropped = probs.mul_(_keep_mask(probs.shape, p, seed)).mul_(1.0 / (1.0 - p))
-            out = torch.matmul(dropped, v.to(work)).to(q.dtype)
-        ctx.save_for_backward(q, k, v, mask, lse)
+            qw, kw, vw = q.to(work), k.to(work), v.to(work)
+            out = torch.empty(q.shape, dtype=work)
+            for rows, keep in attention_keep_masks((*q.shape[:-1], k.shape[-2]), p, seed):
+                probs = _probabilities(qw[rows], kw[rows], _rows(mask, rows), scaling).mul_(keep)
+                torch.matmul(probs, vw[rows], out=out[rows])
+            out = out.mul_(1.0 / (1.0 - p)).to(q.dtype)
+        ctx.save_for_backward(q, k, v, mask)
         ctx.scaling, ctx.p, ctx.seed = scaling, p, seed
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, mask, lse = ctx.saved_tensors
-        dtype, work = q.dtype, _working_dtype(q)
-        q, k, v, grad_out = q.to(work), k.to(work), v.to(work), grad_out.to(work)
-        probs, _ = _probabilities(q, k, mask, ctx.scaling, lse)
-        keep = _keep_mask(probs.shape, ctx.p, ctx.seed)
-        scale = 1.0 / (1.0 - ctx.p)
-        grad_v = torch.matmul((probs * keep).mul_(scale).transpose(-1, -2), grad_out)
-        grad_probs = torch.matmul(grad_out, v.transpose(-1, -2)).mul_(keep).mul_(scale)
-        # softmax backward: dS = P * (dP - sum(dP * P)), then the scaling of the scores
-        row = (grad_probs * probs).sum(dim=-1, keepdim=True)
-        grad_scores = grad_probs.sub_(row).mul_(probs).mul_(ctx.scaling)
-        return (torch.matmul(grad_scores, k).to(dtype), torch.matmul(grad_scores.transpose(-1, -2), q).to(dtype),
-                grad_v.to(dtype), None, None, None, None)
+        q, k, v, mask = ctx.saved_tensors
+        dtype, work, scaling = q.dtype, _working_dtype(q), ctx.scaling
+        with torch.autocast("cpu", enabled=False):  # backward may run under the caller's autocast
+            q, k, v = q.to(work), k.to(work), v.to(work)
+            grad_out = grad_out.to(work) * (1.0 / (1.0 - ctx.p))
+            grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+            for rows, keep in attention_keep_masks((*q.shape[:-1], k.shape[-2]), ctx.p, ctx.seed):
+                probs = _probabilities(q[rows], k[rows], _rows(mask, rows), scaling)
+                torch.matmul((probs * keep).transpose(-1, -2), grad_out[rows], out=grad_v[rows])
+                grad_probs = torch.matmul(grad_out[rows], v[rows].transpose(-1, -2)).mul_(keep)
+                grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, work)  # P * (dP - sum(dP * P))
+                torch.matmul(grad_scores, k[rows], out=grad_q[rows])
+                torch.matmul(grad_scores.transpose(-1, -2), q[rows], out=grad_k[rows])
+        return (grad_q.mul_(scaling).to(dtype), grad_k.mul_(scaling).to(dtype), grad_v.to(dtype),
+                None, None, None, None)
 
 
 def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -198,7 +235,7 @@ class _BoolMaskDropout(torch.autograd.Function):
 
 
 class BoolMaskDropout(nn.Dropout):
-    """nn.Dropout that keeps a bool mask (1 byte an element) instead of CPU dropout's float one."""
+    """nn.Dropout that keeps a 1-byte mask instead of CPU dropout's float one."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and 0.0 < self.p < 1.0 and _pays(x) and not self.inplace:
