@@ -18,7 +18,7 @@ original / this; step/s and RSS: this / original). "ours --no-group_by_length" i
 batch to its longest, as the original does: it is our program, not the original.
 
     python -m bench.vs_original [--steps 100] [--repeats 2] [--cases classification ner_linear ...]
-        [--programs original ours ours_padded ours_bf16 ours_bf16_onednn_cap ours_bf16_glibc]
+        [--programs original ours ours_padded ours_bf16 ours_bf16_onednn_cap ours_bf16_glibc ours_bf16_pad16 ...]
     # the bf16 ones are not run by default
     # writes results/vs_original.json and .md (scripts/results.py's table) after every case
 """
@@ -48,7 +48,9 @@ BATCH_SIZE, MAX_SEQ_LENGTH, LEARNING_RATE = 32, 128, "1e-4"
 SMOKE_BELOW_STEPS = 20  # fewer steps give too few log windows to quote: the table says it is a smoke run
 # program -> flags of ours on top of the shared ones (None: the original)
 PROGRAMS = {"original": None, "ours": [], "ours_padded": ["--no-group_by_length"], "ours_bf16": ["--bf16"],
-            "ours_bf16_onednn_cap": ["--bf16"], "ours_bf16_glibc": ["--bf16"]}
+            "ours_bf16_onednn_cap": ["--bf16"], "ours_bf16_glibc": ["--bf16"],
+            "ours_bf16_pad16": ["--bf16", "--pad_to_multiple_of", "16"],
+            "ours_bf16_pad32": ["--bf16", "--pad_to_multiple_of", "32"]}
 # program -> environment on top of the shared one: oneDNN's per-shape primitive cache off (bertorch/memory.py)
 # and glibc's allocator defaults instead of bertorch.memory's settings
 PROGRAM_ENV = {"ours_bf16_onednn_cap": {ONEDNN_CACHE_ENV: "0"}, "ours_bf16_glibc": {ALLOCATOR_ENV: "glibc"}}
@@ -56,6 +58,8 @@ DEFAULT_PROGRAMS = ["original", "ours", "ours_padded"]
 LABELS = {"original": "original bertorch", "ours": "ours", "ours_bf16": "ours --bf16 (bf16 autocast: not fp32's numerics)",
           "ours_bf16_glibc": "ours --bf16 with glibc's allocator defaults (BERTORCH_ALLOCATOR=glibc)",
           "ours_bf16_onednn_cap": "ours --bf16 with oneDNN's primitive cache off (ONEDNN_PRIMITIVE_CACHE_CAPACITY=0)",
+          "ours_bf16_pad16": "ours --bf16 --pad_to_multiple_of 16",
+          "ours_bf16_pad32": "ours --bf16 --pad_to_multiple_of 32",
           "ours_padded": "ours --no-group_by_length (padded like the original; ours, not the original)"}
 
 

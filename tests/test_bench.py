@@ -85,3 +85,16 @@ def test_mean_pooled_classifier_reads_the_mean_of_the_real_tokens(tiny_bert):
         assert torch.allclose(model(input_ids=padded, attention_mask=mask).logits, logits, atol=1e-5)
         assert torch.allclose(model.head(hidden.mean(1)), logits, atol=1e-5)
     assert logits.shape == (1, 3)
+
+
+def test_dropout_attention_times_every_implementation_per_shape_and_dtype(capsys):
+    from bench import dropout_attention
+
+    rows = dropout_attention.main(["--shapes", "2x2x8x4", "--steps", "1", "--repeats", "1"])
+    assert [(r["shape"], r["dtype"]) for r in rows] == [("2x2x8x4", "float32"), ("2x2x8x4", "bfloat16")]
+    for row in rows:
+        assert set(row) == {"shape", "dtype", "low-memory ms", "one chunk ms", "sdpa ms", "sdpa-nodrop ms"}
+        assert all(row[k] > 0 for k in row if k.endswith(" ms"))
+    assert "one chunk" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        dropout_attention.main(["--shapes", "2x8x4"])

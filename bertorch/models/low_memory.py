@@ -7,8 +7,7 @@ more than they need on CPU (batch 32 x length 128, 4 layers of hidden 312 / FFN 
   scores, the probabilities, a float dropout mask and the dropped probabilities -- four batch x heads x
   length x length float tensors. `dropout_attention` keeps Q, K, V, the mask and a random seed; backward
   recomputes the probabilities and re-draws the same dropout mask (the flash-attention idea in plain
-  PyTorch ops, a few examples at a time so that the scores stay in cache): -230 MB, and faster than
-  stock SDPA with dropout.
+  PyTorch ops, a few examples at a time): -230 MB, and a little faster than stock SDPA with dropout.
 * the FFN keeps both the GELU input and its output (the input of the second Linear): `ActivationLinear`
   keeps the input only and recomputes the activation in backward (a cheap element-wise op): -75 MB.
 * CPU dropout keeps a float mask (4 bytes an element): `BoolMaskDropout` keeps a 1-byte mask: -35 MB.
@@ -77,13 +76,12 @@ def _working_dtype(q: torch.Tensor) -> torch.dtype:
     return torch.promote_types(q.dtype, torch.float32)
 
 
-# Attention runs over a few examples at a time so that each chunk's scores (fp32) stay in the CPU's cache
-# through softmax, dropout and the matmuls, instead of streaming a batch x heads x length^2 tensor through
-# memory half a dozen times. One forward + backward of a 4x312 BERT layer's attention, batch 32 x 128, on a
-# 2-core EPYC: 188 ms unchunked (softmax from a log-sum-exp, bool masks), 118 ms with torch's fused softmax and
-# its backward and uint8 masks, 72 ms also in chunks of 4 examples (3 MB of scores); m3e-small's layer
-# (8 heads of 64): 147 -> 92 -> 88 ms (measured with /tmp scripts beside bench.step_overhead; the step's
-# figure is in results/step_overhead.md).
+# Attention runs over a few examples at a time, so its temporaries (the scores, the probabilities and their
+# gradients, fp32 batch x heads x length^2: 25 MB each at 32 x 12 x 128 x 128) exist for a chunk only. That
+# bounds the step's peak rather than its time: `python -m bench.dropout_attention` reads the same speed for one
+# chunk and for chunks (87-100 ms a layer's forward + backward on a 2-core EPYC, against 91-114 ms for CPU SDPA
+# with dropout); the speed came from torch's fused softmax and its backward, uint8 masks and SFC64 (186 ms
+# before, with a log-sum-exp, element-wise softmax backward, bool masks and PCG64).
 SCORES_PER_CHUNK = 1 << 19  # score elements (2 MiB in fp32) a chunk aims at; at least one example
 
 
