@@ -92,8 +92,8 @@ def _chunks(batch: int, per_example: int) -> list[slice]:
 
 def attention_keep_masks(shape: torch.Size, p: float, seed: int) -> Iterator[tuple[slice, torch.Tensor]]:
     """(example rows, keep mask) of each chunk of a (batch, heads, q_len, k_len) score tensor, drawn as it is
-    used (so it is still in cache): a chunk's mask comes from (seed, its first row), so forward and backward
-    draw the same ones."""
+    used (one chunk's mask exists at a time): a chunk's mask comes from (seed, its first row), so forward and
+    backward draw the same ones."""
     for rows in _chunks(shape[0], math.prod(shape[1:])):
         yield rows, _keep_mask((rows.stop - rows.start, *shape[1:]), p, (seed, rows.start))
 
