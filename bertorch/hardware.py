@@ -34,6 +34,14 @@ def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(NATIVE_BF16_CPU_FLAGS & cpu_flags(cpuinfo))
 
 
+def emulated_bf16_cpu(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """An x86 CPU whose flags list no bf16 instructions: bf16 autocast is emulated there (an AVX2-only AMD EPYC:
+    a 1536x312 @ 312x1200 linear layer's forward and backward took 1.5-2.1 s under bf16 against 63-91 ms in
+    fp32, one thread). False where the flags are unknown (no /proc/cpuinfo, Arm)."""
+    flags = cpu_flags(cpuinfo)
+    return bool(flags) and not NATIVE_BF16_CPU_FLAGS & flags
+
+
 def autocast_flag() -> str:
     """What scripts/quickstart.sh passes: "--bf16" where bf16 is native, else ""."""
     return "--bf16" if native_bf16() else ""

@@ -24,6 +24,7 @@ from bertorch import distributed as D
 from bertorch.adversarial import build_adversary
 from bertorch.data.batching import eval_shard
 from bertorch.ema import WeightEMA
+from bertorch.hardware import emulated_bf16_cpu
 from bertorch.errors import UsageError
 from bertorch.losses.rdrop import doubled_batch, symmetric_kl
 from bertorch.logging import MetricsWriter, format_metrics, plot_curves, progress_bar
@@ -61,6 +62,9 @@ class Trainer:
         self.model = task.model.to(env.device)
         self.raw_model = self.model
         self.amp_dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
+        if self.amp_dtype is torch.bfloat16 and env.device.type == "cpu" and emulated_bf16_cpu():
+            logger.warning("--bf16: this CPU has no bf16 instructions (no avx512_bf16 or amx_bf16 in /proc/cpuinfo); "
+                           "bf16 is emulated and trains many times slower than fp32 here: drop --bf16")
         self.ema: WeightEMA | None = None  # --ema_decay: evaluated and saved instead of the raw weights
         self.rdrop_alpha = getattr(args, "rdrop_alpha", 0.0)
         self.state = TrainState()

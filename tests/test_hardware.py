@@ -37,3 +37,12 @@ def test_the_flag_the_quickstart_reads_is_bf16_or_nothing(monkeypatch):
     assert hardware.autocast_flag() == "--bf16"
     monkeypatch.setattr(hardware, "native_bf16", lambda: False)
     assert hardware.autocast_flag() == ""
+
+
+@pytest.mark.parametrize("extra, emulated", [("avx512_bf16", False), ("amx_bf16", False), ("avx512_vnni", True)])
+def test_an_x86_cpu_without_bf16_instructions_emulates_it(extra, emulated, tmp_path):
+    """The trainer warns under --bf16 there (an AVX2-only EPYC trained ~20x slower than fp32)."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(extra=extra))
+    assert hardware.emulated_bf16_cpu(str(cpuinfo)) is emulated
+    assert hardware.emulated_bf16_cpu(str(tmp_path / "missing")) is False  # unknown flags: no warning
